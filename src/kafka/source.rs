@@ -1,0 +1,313 @@
+//! The Kafka source: a timely source operator per worker that reads the partitions assigned to it
+//! (see [`super::assign`]) and stamps each message with the current epoch.
+//!
+//! ```text
+//!            ┌──────────────── KafkaSource (worker w) ────────────────┐
+//!  Kafka ──> │ poll ≤ max_poll_records │ stamp epoch │ note next offset │ ──> InputMessage @ epoch
+//!            │ downgrade capability to wall-clock epoch (even when idle) │
+//!            │ commit offsets of epochs the sink acknowledged ───────────┼──> consumer group (monitoring)
+//!            └───────────────────────────────────────────────────────────┘
+//! ```
+//!
+//! Epochs are wall-clock aligned (`unix_ms / epoch_ms`), so workers with or without partitions
+//! advance together and the frontier moves even when no data arrives. Polling is bounded per
+//! activation; the operator re-activates itself at once when it hit the bound, else after a short
+//! idle delay. With `stop_at_end` the source finishes once every assigned partition reported its
+//! end; on shutdown it finishes at once. Either way the dataflow then drains: every record already
+//! read is processed and acknowledged before the worker exits.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use timely::dataflow::operators::generic::operator::source;
+use timely::dataflow::{ProbeHandle, Scope, StreamVec};
+
+use super::assign::partitions_for_worker;
+use super::{client_err, partition_count, KafkaIoError, WfConsumer};
+use crate::config::StartFrom;
+use crate::metrics::Metrics;
+
+/// One message read from Kafka.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InputMessage {
+    /// Partition it was read from.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    /// Message key.
+    pub key: Option<Vec<u8>>,
+    /// Message payload (empty for a null payload).
+    pub payload: Vec<u8>,
+}
+
+/// What one worker's source needs.
+pub struct KafkaSourceSpec {
+    /// Topic to read.
+    pub topic: String,
+    /// Most messages per activation.
+    pub max_poll_records: usize,
+    /// Where partitions without a known position start.
+    pub start: StartFrom,
+    /// Finish when all assigned partitions are at their end.
+    pub stop_at_end: bool,
+    /// Epoch length.
+    pub epoch_ms: u64,
+    /// Partition-count refresh interval.
+    pub metadata_refresh: Duration,
+    /// Set to stop reading (Ctrl-C, SIGTERM).
+    pub shutdown: Arc<AtomicBool>,
+}
+
+/// The epoch containing the current wall-clock time.
+pub fn epoch_now(epoch_ms: u64) -> u64 {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    ms / epoch_ms.max(1)
+}
+
+/// Per-worker reader state, shared between the source operator and the worker loop (which does
+/// the final offset commit after the dataflow has drained).
+pub struct PartitionReader {
+    consumer: WfConsumer,
+    topic: String,
+    worker: usize,
+    peers: usize,
+    start: StartFrom,
+    /// Next offset to read per assigned partition (`None`: position not known yet).
+    next: BTreeMap<i32, Option<i64>>,
+    /// Partitions that reported their end since their last message.
+    at_end: BTreeMap<i32, bool>,
+    /// Next offsets reached in each epoch that is not yet acknowledged downstream.
+    pending: BTreeMap<u64, BTreeMap<i32, i64>>,
+    /// Offsets acknowledged but not yet committed.
+    to_commit: BTreeMap<i32, i64>,
+    last_metadata: Instant,
+}
+
+impl PartitionReader {
+    /// Creates the reader for worker `worker` of `peers`: reads the partition count and assigns
+    /// this worker's share.
+    pub fn new(
+        consumer: WfConsumer,
+        topic: &str,
+        partitions: usize,
+        worker: usize,
+        peers: usize,
+        start: StartFrom,
+    ) -> Result<Self, KafkaIoError> {
+        let mut r = PartitionReader {
+            consumer,
+            topic: topic.into(),
+            worker,
+            peers,
+            start,
+            next: BTreeMap::new(),
+            at_end: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            to_commit: BTreeMap::new(),
+            last_metadata: Instant::now(),
+        };
+        r.assign(partitions)?;
+        Ok(r)
+    }
+
+    /// The partitions this worker reads.
+    pub fn partitions(&self) -> Vec<i32> {
+        self.next.keys().copied().collect()
+    }
+
+    fn assign(&mut self, partitions: usize) -> Result<(), KafkaIoError> {
+        let mine = partitions_for_worker(partitions, self.worker, self.peers);
+        let new: Vec<i32> = mine.iter().copied().filter(|p| !self.next.contains_key(p)).collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        let mut starts: BTreeMap<i32, Offset> = BTreeMap::new();
+        let default = match self.start {
+            StartFrom::Latest => Offset::End,
+            _ => Offset::Beginning,
+        };
+        if self.start == StartFrom::Committed {
+            let mut q = TopicPartitionList::new();
+            for p in &new {
+                q.add_partition(&self.topic, *p);
+            }
+            let committed = self
+                .consumer
+                .committed_offsets(q, Duration::from_secs(10))
+                .map_err(client_err("reading committed offsets"))?;
+            for e in committed.elements() {
+                if let Offset::Offset(o) = e.offset() {
+                    starts.insert(e.partition(), Offset::Offset(o));
+                }
+            }
+        }
+        for p in &new {
+            let s = *starts.get(p).unwrap_or(&default);
+            self.next.insert(*p, if let Offset::Offset(o) = s { Some(o) } else { None });
+            self.at_end.insert(*p, false);
+            tracing::info!(worker = self.worker, partition = *p, topic = %self.topic, start = ?s, "assigned partition");
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (p, next) in &self.next {
+            let off = match next {
+                Some(o) => Offset::Offset(*o),
+                None => *starts.get(p).unwrap_or(&default),
+            };
+            tpl.add_partition_offset(&self.topic, *p, off)
+                .map_err(client_err("building assignment"))?;
+        }
+        self.consumer.assign(&tpl).map_err(client_err("assigning partitions"))
+    }
+
+    fn refresh_metadata(&mut self, every: Duration) {
+        if self.last_metadata.elapsed() < every {
+            return;
+        }
+        self.last_metadata = Instant::now();
+        match partition_count(&self.consumer, &self.topic, Duration::from_millis(500)) {
+            Ok(Some(n)) => {
+                if let Err(e) = self.assign(n) {
+                    tracing::warn!(worker = self.worker, error = %e, "could not assign new partitions");
+                }
+            }
+            Ok(None) => tracing::warn!(worker = self.worker, topic = %self.topic, "topic vanished from metadata"),
+            Err(e) => tracing::warn!(worker = self.worker, error = %e, "metadata refresh failed"),
+        }
+    }
+
+    fn all_at_end(&self) -> bool {
+        self.at_end.values().all(|e| *e)
+    }
+
+    /// Moves offsets of every epoch the acknowledgement frontier has passed into the commit set,
+    /// and commits them asynchronously (monitoring only; failures are logged, not fatal).
+    pub fn commit_acknowledged(&mut self, acked: &ProbeHandle<u64>) {
+        let done: Vec<u64> = self.pending.keys().copied().filter(|e| !acked.less_equal(e)).collect();
+        for e in done {
+            if let Some(offs) = self.pending.remove(&e) {
+                for (p, o) in offs {
+                    let slot = self.to_commit.entry(p).or_insert(o);
+                    *slot = (*slot).max(o);
+                }
+            }
+        }
+        if self.to_commit.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in &self.to_commit {
+            if tpl.add_partition_offset(&self.topic, *p, Offset::Offset(*o)).is_err() {
+                return;
+            }
+        }
+        match self.consumer.commit(&tpl, CommitMode::Async) {
+            Ok(()) => self.to_commit.clear(),
+            Err(e) => tracing::warn!(worker = self.worker, error = %e, "offset commit failed; will retry"),
+        }
+    }
+
+    /// Final synchronous commit after the dataflow has drained (all outputs acknowledged).
+    pub fn commit_all_sync(&mut self) {
+        for (_, offs) in std::mem::take(&mut self.pending) {
+            for (p, o) in offs {
+                let slot = self.to_commit.entry(p).or_insert(o);
+                *slot = (*slot).max(o);
+            }
+        }
+        if self.to_commit.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in &self.to_commit {
+            let _ = tpl.add_partition_offset(&self.topic, *p, Offset::Offset(*o));
+        }
+        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Sync) {
+            tracing::warn!(worker = self.worker, error = %e, "final offset commit failed");
+        }
+    }
+}
+
+/// Builds the source operator for this worker.
+pub fn kafka_source<'s>(
+    scope: Scope<'s, u64>,
+    spec: KafkaSourceSpec,
+    reader: Rc<RefCell<PartitionReader>>,
+    acked: ProbeHandle<u64>,
+    metrics: Arc<Metrics>,
+) -> StreamVec<'s, u64, InputMessage> {
+    source(scope, "KafkaSource", move |capability, info| {
+        let activator = scope.activator_for(info.address);
+        let mut cap = Some(capability);
+        let worker = scope.index();
+        let mut last_error_log = Instant::now() - Duration::from_secs(60);
+        let mut suppressed_errors = 0u64;
+        move |output| {
+            let Some(c) = cap.as_mut() else { return };
+            let mut reader = reader.borrow_mut();
+            let epoch = epoch_now(spec.epoch_ms).max(*c.time());
+            if epoch > *c.time() {
+                c.downgrade(&epoch);
+            }
+            reader.refresh_metadata(spec.metadata_refresh);
+            let mut polled = 0;
+            {
+                let mut session = output.session(&*c);
+                while polled < spec.max_poll_records {
+                    match reader.consumer.poll(Duration::ZERO) {
+                        None => break,
+                        Some(Ok(m)) => {
+                            polled += 1;
+                            let (p, o) = (m.partition(), m.offset());
+                            session.give(InputMessage {
+                                partition: p,
+                                offset: o,
+                                key: m.key().map(<[u8]>::to_vec),
+                                payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                            });
+                            metrics.records_in.fetch_add(1, Ordering::Relaxed);
+                            drop(m);
+                            reader.next.insert(p, Some(o + 1));
+                            reader.at_end.insert(p, false);
+                            reader.pending.entry(epoch).or_default().insert(p, o + 1);
+                        }
+                        Some(Err(KafkaError::PartitionEOF(p))) => {
+                            reader.at_end.insert(p, true);
+                        }
+                        Some(Err(e)) => {
+                            metrics.source_errors.fetch_add(1, Ordering::Relaxed);
+                            if last_error_log.elapsed() > Duration::from_secs(5) {
+                                tracing::warn!(worker, error = %e, suppressed = suppressed_errors, "kafka consumer error; retrying");
+                                last_error_log = Instant::now();
+                                suppressed_errors = 0;
+                            } else {
+                                suppressed_errors += 1;
+                            }
+                            break;
+                        }
+                    }
+                }
+            }
+            reader.commit_acknowledged(&acked);
+            let finished = spec.shutdown.load(Ordering::Relaxed) || (spec.stop_at_end && reader.all_at_end());
+            if finished {
+                tracing::info!(worker, partitions = ?reader.partitions(), "source finished; draining");
+                cap = None;
+            } else if polled >= spec.max_poll_records {
+                activator.activate();
+            } else {
+                activator.activate_after(Duration::from_millis(5));
+            }
+        }
+    })
+}

@@ -1,0 +1,82 @@
+//! Process-wide counters, shared by all workers of a process.
+//!
+//! Every record that enters is accounted for exactly once on the way out:
+//! `records_in = predictions_acked + dlq_acked + (in flight)`, which the progress log prints and
+//! the tests check.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters (monotonic).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Messages read from the input topic.
+    pub records_in: AtomicU64,
+    /// Input messages refused as malformed or impossible.
+    pub rejected_invalid: AtomicU64,
+    /// Input records refused as an older or repeated window of their station.
+    pub rejected_stale: AtomicU64,
+    /// Predictions acknowledged by the broker.
+    pub predictions_acked: AtomicU64,
+    /// Dead letters acknowledged by the broker.
+    pub dlq_acked: AtomicU64,
+    /// Predictions flagged as anomalous.
+    pub anomalies: AtomicU64,
+    /// Deliveries that failed and were re-queued.
+    pub delivery_retries: AtomicU64,
+    /// Consumer errors seen.
+    pub source_errors: AtomicU64,
+}
+
+/// A point-in-time copy of [`Metrics`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Snapshot {
+    /// See [`Metrics::records_in`].
+    pub records_in: u64,
+    /// See [`Metrics::rejected_invalid`].
+    pub rejected_invalid: u64,
+    /// See [`Metrics::rejected_stale`].
+    pub rejected_stale: u64,
+    /// See [`Metrics::predictions_acked`].
+    pub predictions_acked: u64,
+    /// See [`Metrics::dlq_acked`].
+    pub dlq_acked: u64,
+    /// See [`Metrics::anomalies`].
+    pub anomalies: u64,
+    /// See [`Metrics::delivery_retries`].
+    pub delivery_retries: u64,
+    /// See [`Metrics::source_errors`].
+    pub source_errors: u64,
+}
+
+impl Metrics {
+    /// Reads all counters.
+    pub fn snapshot(&self) -> Snapshot {
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Snapshot {
+            records_in: r(&self.records_in),
+            rejected_invalid: r(&self.rejected_invalid),
+            rejected_stale: r(&self.rejected_stale),
+            predictions_acked: r(&self.predictions_acked),
+            dlq_acked: r(&self.dlq_acked),
+            anomalies: r(&self.anomalies),
+            delivery_retries: r(&self.delivery_retries),
+            source_errors: r(&self.source_errors),
+        }
+    }
+}
+
+impl std::fmt::Display for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "in={} predictions={} dlq={} (invalid={} stale={}) anomalies={} retries={}",
+            self.records_in,
+            self.predictions_acked,
+            self.dlq_acked,
+            self.rejected_invalid,
+            self.rejected_stale,
+            self.anomalies,
+            self.delivery_retries
+        )
+    }
+}

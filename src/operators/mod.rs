@@ -1,0 +1,156 @@
+//! The inference operators, one per file, each an extension trait on a timely stream, and the
+//! records that flow between them.
+//!
+//! ```text
+//!  InputMessage ─ParseFeatures─┬─ Accepted ─ForecastTemperature─ Forecasted ─ScoreAnomalies─ Outcome ─encode─ OutRecord
+//!                              └─ dead letters (OutRecord, original bytes + reason) ─────────────────────────┘
+//! ```
+
+pub mod anomaly;
+pub mod forecast;
+pub mod keyed;
+pub mod parse;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::contract::{FeatureRecord, ForecastPoint, Prediction, RejectKind, Rejection, SourcePosition};
+use crate::forecast::Expectation;
+use crate::kafka::{OutRecord, OutTopic};
+pub use anomaly::ScoreAnomalies;
+pub use forecast::ForecastTemperature;
+pub use keyed::StationRecord;
+pub use parse::ParseFeatures;
+
+/// A valid feature record and where it came from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Accepted {
+    /// The record.
+    pub record: FeatureRecord,
+    /// Its input position.
+    pub source: SourcePosition,
+}
+
+impl StationRecord for Accepted {
+    fn station(&self) -> &str {
+        &self.record.station_id
+    }
+    fn position(&self) -> (i32, i64) {
+        (self.source.partition, self.source.offset)
+    }
+}
+
+/// A record refused by a stateful operator because its station already processed a window at or
+/// after it. It goes to the DLQ as re-serialised JSON with reason `stale_window`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Stale {
+    /// The refused record.
+    pub record: FeatureRecord,
+    /// Its input position.
+    pub source: SourcePosition,
+    /// The newest window_end already processed for the station.
+    pub newest: DateTime<Utc>,
+}
+
+/// A forecast made for an accepted record, not yet scored for anomalies.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Forecast {
+    /// The input record.
+    pub record: FeatureRecord,
+    /// Its input position.
+    pub source: SourcePosition,
+    /// The 24 forecast points.
+    pub points: Vec<ForecastPoint>,
+    /// What the forecaster expected for this window before it arrived.
+    pub expected: Option<Expectation>,
+    /// Name/version of the forecasting model.
+    pub model: String,
+}
+
+/// Output of the forecasting operator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Forecasted {
+    /// A forecast to score.
+    Made(Forecast),
+    /// A stale record, passed on to the DLQ.
+    Stale(Stale),
+}
+
+impl StationRecord for Forecasted {
+    fn station(&self) -> &str {
+        match self {
+            Forecasted::Made(f) => &f.record.station_id,
+            Forecasted::Stale(s) => &s.record.station_id,
+        }
+    }
+    fn position(&self) -> (i32, i64) {
+        let s = match self {
+            Forecasted::Made(f) => f.source,
+            Forecasted::Stale(s) => s.source,
+        };
+        (s.partition, s.offset)
+    }
+}
+
+/// Output of the anomaly operator: what the sink writes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// A complete prediction.
+    Predicted(Prediction),
+    /// A stale record.
+    Stale(Stale),
+}
+
+/// Headers weatherflow puts on dead letters.
+pub mod dlq_headers {
+    /// Human-readable reason.
+    pub const ERROR: &str = "weatherflow.error";
+    /// Stable reason code (see `RejectKind`).
+    pub const KIND: &str = "weatherflow.error.kind";
+    /// Source topic.
+    pub const TOPIC: &str = "weatherflow.source.topic";
+    /// Source partition.
+    pub const PARTITION: &str = "weatherflow.source.partition";
+    /// Source offset.
+    pub const OFFSET: &str = "weatherflow.source.offset";
+}
+
+/// A dead letter: the original key and bytes, the reason and the source position in headers.
+pub fn dead_letter(source_topic: &str, pos: SourcePosition, key: Option<Vec<u8>>, payload: Vec<u8>, why: &Rejection) -> OutRecord {
+    OutRecord {
+        topic: OutTopic::Dlq,
+        key,
+        payload,
+        headers: vec![
+            (dlq_headers::ERROR.into(), why.to_string().into_bytes()),
+            (dlq_headers::KIND.into(), why.kind.as_str().as_bytes().to_vec()),
+            (dlq_headers::TOPIC.into(), source_topic.as_bytes().to_vec()),
+            (dlq_headers::PARTITION.into(), pos.partition.to_string().into_bytes()),
+            (dlq_headers::OFFSET.into(), pos.offset.to_string().into_bytes()),
+        ],
+    }
+}
+
+/// Encodes an outcome as the record to produce.
+pub fn encode(outcome: Outcome, source_topic: &str) -> OutRecord {
+    match outcome {
+        Outcome::Predicted(p) => OutRecord {
+            topic: OutTopic::Predictions,
+            key: Some(p.station_id.as_bytes().to_vec()),
+            // Serialising our own types cannot fail (string keys, finite or null numbers).
+            payload: serde_json::to_vec(&p).unwrap_or_default(),
+            headers: Vec::new(),
+        },
+        Outcome::Stale(s) => {
+            let why = Rejection::new(
+                RejectKind::StaleWindow,
+                format!(
+                    "window_end {} is not after {}, the newest window already processed for station {}",
+                    s.record.window_end, s.newest, s.record.station_id
+                ),
+            );
+            let payload = serde_json::to_vec(&s.record).unwrap_or_default();
+            dead_letter(source_topic, s.source, Some(s.record.station_id.as_bytes().to_vec()), payload, &why)
+        }
+    }
+}

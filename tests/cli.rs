@@ -1,0 +1,96 @@
+//! CLI tests through the built binary.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn demo_runs_to_the_end_on_the_embedded_broker() {
+    let mut cmd = bin();
+    cmd.args(["demo", "--workers", "2"]);
+    let out = run_with_timeout(cmd, Duration::from_secs(300));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed: {}\n{}\n{}",
+        out.status,
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // All 26,115 NYC records plus the 3 injected malformed ones came out.
+    assert!(stdout.contains("published 26118, predictions 26115, dead letters 3"), "{stdout}");
+    assert!(stdout.contains("ANOMALY"), "the demo shows anomalies as they come");
+    assert!(stdout.contains("DEAD LETTER  not_json"), "and dead letters");
+    assert!(stdout.contains("forecast skill"), "and a skill summary");
+}
+
+#[test]
+fn bad_config_names_every_bad_field() {
+    let dir = std::env::temp_dir().join("weatherflow-tests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{}.toml", unique("bad-config")));
+    std::fs::write(
+        &path,
+        "[cluster]\nworkers = 0\nprocesses = [\"127.0.0.1:1\", \"127.0.0.1:1\"]\n[topics]\npartitions = 0\n[models]\ninterval = 2.0\n",
+    )
+    .unwrap();
+    let out = bin().args(["check-config", "--config"]).arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for field in ["cluster.workers", "cluster.processes[1]", "topics.partitions", "models.interval"] {
+        assert!(err.contains(field), "{field} not named in: {err}");
+    }
+    assert!(err.contains("expected"), "says what is expected: {err}");
+
+    std::fs::write(&path, "[cluster]\nworkerz = 2\n").unwrap();
+    let out = bin().args(["check-config", "--config"]).arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("workerz") && err.contains("workers"),
+        "unknown field and the expected ones: {err}"
+    );
+}
+
+#[test]
+fn shipped_config_checks_ok() {
+    let out = bin()
+        .args(["check-config", "--config", concat!(env!("CARGO_MANIFEST_DIR"), "/cluster.toml")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 process(es) x 2 worker(s)"));
+}
+
+#[test]
+fn unknown_process_index_is_refused() {
+    let out = bin().args(["run", "--brokers", "127.0.0.1:1", "--process", "3"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("process 3 is not in the cluster"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn tail_prints_predictions_from_the_real_broker() {
+    let b = brokers();
+    let t = topics("tail");
+    publish(&b, &t.features, 2, &nyc(300));
+    let cfg = write_config("tail", &t, &b, 1, 1, 2, &t.predictions);
+    run_cluster(&cfg);
+    let mut cmd = bin();
+    cmd.args(["tail", "--until-end", "--station", "LGA", "-n", "5", "--config"])
+        .arg(&cfg);
+    let out = run_with_timeout(cmd, Duration::from_secs(60));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(s.matches("origin").count(), 5, "{s}");
+    assert!(
+        s.contains("LGA") && !s.contains("JFK") && s.contains("+24h") && s.contains("anomaly score"),
+        "{s}"
+    );
+}
