@@ -2,10 +2,10 @@
 //! [`main`].
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Overrides, Settings};
@@ -83,6 +83,9 @@ pub struct DemoArgs {
     /// Replay only the first N records.
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Use this Kafka broker (HOST:PORT) instead of the in-process one.
+    #[arg(long)]
+    pub brokers: Option<String>,
 }
 
 /// `tail`
@@ -192,6 +195,7 @@ pub fn main() -> anyhow::Result<()> {
                 rate: a.rate,
                 every_hours: a.every_hours,
                 limit: a.limit,
+                brokers: a.brokers,
             };
             demo::run(&o, shutdown)?;
         }
@@ -254,9 +258,5 @@ pub fn main() -> anyhow::Result<()> {
             );
         }
     }
-    if false {
-        bail!("unreachable");
-    }
-    let _ = Ordering::Relaxed;
     Ok(())
 }

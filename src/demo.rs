@@ -54,6 +54,8 @@ pub struct DemoOptions {
     pub every_hours: i64,
     /// Stop after this many records of the file.
     pub limit: Option<usize>,
+    /// Use this broker instead of the in-process one (topics get a run-unique suffix).
+    pub brokers: Option<String>,
 }
 
 /// What the demo saw.
@@ -118,8 +120,15 @@ pub fn run(o: &DemoOptions, shutdown: Arc<AtomicBool>) -> anyhow::Result<DemoSum
     }
     let total = records.len();
 
-    let mock = MockCluster::new(1).context("starting the in-process Kafka-protocol broker")?;
-    let brokers = mock.bootstrap_servers();
+    let mock = match &o.brokers {
+        Some(_) => None,
+        None => Some(MockCluster::new(1).context("starting the in-process Kafka-protocol broker")?),
+    };
+    let brokers = match (&mock, &o.brokers) {
+        (Some(m), _) => m.bootstrap_servers(),
+        (None, Some(b)) => b.clone(),
+        (None, None) => unreachable!("one of the two is set above"),
+    };
     let mut raw = RawConfig::default();
     raw.apply(&Overrides {
         processes: Some(1),
@@ -130,14 +139,37 @@ pub fn run(o: &DemoOptions, shutdown: Arc<AtomicBool>) -> anyhow::Result<DemoSum
     raw.source.start = StartFrom::Earliest;
     raw.topics.create = false;
     raw.dataflow.log_every_s = 0;
+    if mock.is_none() {
+        // A real broker may hold earlier demo runs: use topics of this run only.
+        let run = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        for t in [&mut raw.topics.features, &mut raw.topics.predictions, &mut raw.topics.dlq] {
+            *t = format!("{t}-demo-{run}");
+        }
+    }
     let settings = raw.resolve("demo")?;
-    for t in [&settings.topics.features, &settings.topics.predictions, &settings.topics.dlq] {
-        mock.create_topic(t, settings.topics.partitions, 1)
-            .with_context(|| format!("creating topic {t}"))?;
+    let names = [&settings.topics.features, &settings.topics.predictions, &settings.topics.dlq];
+    match &mock {
+        Some(m) => {
+            for t in names {
+                m.create_topic(t, settings.topics.partitions, 1)
+                    .with_context(|| format!("creating topic {t}"))?;
+            }
+        }
+        None => kafka::ensure_topics(
+            &brokers,
+            &settings.kafka.options,
+            &names.map(String::as_str),
+            settings.topics.partitions,
+            1,
+        )?,
     }
     println!(
-        "weatherflow demo: {} feature records from {} (+{} malformed) through an in-process broker at {brokers}, {} worker(s)",
+        "weatherflow demo: {} feature records from {} (+{} malformed) through {} at {brokers}, {} worker(s)",
         total - BAD.len(),
+        if mock.is_some() { "an in-process broker" } else { "the broker" },
         file.display(),
         BAD.len(),
         o.workers
@@ -181,7 +213,7 @@ pub fn run(o: &DemoOptions, shutdown: Arc<AtomicBool>) -> anyhow::Result<DemoSum
         println!(
             "forecast skill against the observations that followed: MAE lead 1 {:.2} C, 6 {:.2}, 12 {:.2}, 24 {:.2}; {:.0}% interval coverage lead 1 {:.2}, 24 {:.2}",
             pick(&summary.mae, 1), pick(&summary.mae, 6), pick(&summary.mae, 12), pick(&summary.mae, 24),
-            100.0 * 0.9, pick(&summary.coverage, 1), pick(&summary.coverage, 24)
+            100.0 * settings.models.interval, pick(&summary.coverage, 1), pick(&summary.coverage, 24)
         );
     }
     if summary.predictions + summary.dead_letters != published {
