@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Overrides, Settings};
+use crate::config::{OnFailure, Overrides, Settings};
 use crate::{demo, kafka, launcher, runner, tail};
 
 /// weatherflow: live weather observations to 24-hour temperature forecasts and anomaly alerts.
@@ -23,8 +23,10 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the inference cluster (all local processes, or one with --process).
+    /// Run the cluster's stages of [pipeline] (all local processes, or one with --process).
     Run(RunArgs),
+    /// Publish station observations (real files or synthetic) to the raw topic, or to a file.
+    Produce(Box<crate::produce::command::ProduceArgs>),
     /// Run the whole pipeline on an in-process broker with real NYC data (nothing to install).
     Demo(DemoArgs),
     /// Print predictions from the predictions topic, formatted for people.
@@ -33,6 +35,16 @@ pub enum Command {
     Publish(PublishArgs),
     /// Check a config file and print every problem in it.
     CheckConfig(ConfigArgs),
+    /// Show every process of the cluster: up or down, lag, throughput, last checkpoint, models.
+    Status(crate::ops::command::StatusArgs),
+    /// Train a forecast or anomaly model, evaluate it on held-out data and store a new version.
+    #[command(subcommand)]
+    Train(crate::train::command::TrainCommand),
+    /// List, show, promote or roll back the versions in the model store.
+    #[command(subcommand)]
+    Models(crate::models::command::ModelsCommand),
+    /// Measure throughput, latency, memory and recovery against same-run baselines (release build).
+    Bench(Box<crate::bench::BenchArgs>),
 }
 
 /// Config file and broker override shared by commands that talk to Kafka.
@@ -68,8 +80,8 @@ pub struct RunArgs {
 /// `demo`
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Feature records to replay (JSON lines).
-    #[arg(long, default_value = "data/features/nyc_2013.jsonl")]
+    /// NYC ASOS hourly observations to replay (CSV).
+    #[arg(long, default_value = "data/raw/nyc_asos_2013_hourly.csv")]
     pub file: PathBuf,
     /// Worker threads.
     #[arg(long, default_value_t = 2)]
@@ -183,7 +195,8 @@ pub fn main() -> anyhow::Result<()> {
                     if a.until_end {
                         args.push("--until-end".into());
                     }
-                    launcher::launch(&exe, &args, settings.processes.len(), shutdown)?;
+                    let policy = launcher::Policy { restart: settings.on_failure == OnFailure::Restart, max_restarts: settings.max_restarts };
+                    launcher::supervise(&exe, &args, settings.processes.len(), shutdown, policy)?;
                 }
             }
         }
@@ -245,17 +258,45 @@ pub fn main() -> anyhow::Result<()> {
             )?;
             println!("published {n} records to {topic}");
         }
+        Command::Produce(a) => {
+            let s = load(&a.common, Overrides::default())?;
+            crate::produce::command::run(&a, &s, shutdown_flag()?)?;
+        }
+        Command::Train(t) => {
+            crate::train::command::run(&t)?;
+        }
+        Command::Bench(b) => {
+            let report = crate::bench::run(&b)?;
+            let json = serde_json::to_string_pretty(&report)?;
+            if let Some(path) = &b.out {
+                std::fs::write(path, &json).with_context(|| format!("writing {}", path.display()))?;
+            }
+            if b.json {
+                println!("{json}");
+            } else {
+                print!("{}", report.render());
+            }
+        }
+        Command::Models(m) => {
+            print!("{}", crate::models::command::run(&m)?);
+        }
+        Command::Status(a) => crate::ops::command::run_status(&a, std::io::stdout().lock())?,
         Command::CheckConfig(a) => {
             let s = load(&a, Overrides::default())?;
+            let ops_lines = crate::ops::command::check_config_lines(&s)?; // operations (issue 6)
             println!(
-                "config OK: {} process(es) x {} worker(s), brokers {}, {} -> {} (dlq {})",
+                "config OK: {} process(es) x {} worker(s), brokers {}, {} -> {} (dlq {}), stages {}",
                 s.processes.len(),
                 s.workers,
                 s.kafka.brokers,
                 s.topics.features,
                 s.topics.predictions,
-                s.topics.dlq
+                s.topics.dlq,
+                s.pipeline.stages.iter().map(|st| st.as_str()).collect::<Vec<_>>().join(" -> ")
             );
+            for line in ops_lines {
+                println!("{line}");
+            }
         }
     }
     Ok(())

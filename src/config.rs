@@ -64,6 +64,14 @@ pub struct RawConfig {
     pub models: ModelsSection,
     /// Checkpoint storage.
     pub checkpoint: CheckpointSection,
+    /// Event-time windows of the features stage.
+    pub features: FeaturesSection,
+    /// Which dataflows `run` starts.
+    pub pipeline: PipelineSection,
+    /// The per-process HTTP server: `/metrics`, JSON API, dashboard (`crate::ops`).
+    pub http: crate::ops::settings::HttpSection,
+    /// The model-monitoring stage (`dataflows/monitoring.rs`).
+    pub monitoring: crate::ops::settings::MonitoringSection,
 }
 
 /// `[cluster]`
@@ -75,6 +83,21 @@ pub struct ClusterSection {
     pub processes: Vec<String>,
     /// Worker threads per process (each worker reads its share of the partitions).
     pub workers: usize,
+    /// What the local launcher does when a process dies: "stop" the others and exit with an
+    /// error, or "restart" the whole cluster, which resumes from the last checkpoint.
+    pub on_failure: OnFailure,
+    /// Most restarts the launcher makes in one run before giving up.
+    pub max_restarts: u32,
+}
+
+/// Launcher policy when a cluster process dies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    /// Stop every process and exit non-zero.
+    Stop,
+    /// Stop every process and start the cluster again (it resumes from the last checkpoint).
+    Restart,
 }
 
 impl Default for ClusterSection {
@@ -82,12 +105,14 @@ impl Default for ClusterSection {
         ClusterSection {
             processes: vec!["127.0.0.1:2101".into()],
             workers: 1,
+            on_failure: OnFailure::Stop,
+            max_restarts: 100,
         }
     }
 }
 
-/// `[kafka]`
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// `[kafka]` (its `Debug` output redacts credentials: see `crate::ops::redact`)
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaSection {
     /// Bootstrap brokers, `host:port[,host:port...]` (librdkafka `bootstrap.servers`).
@@ -101,6 +126,19 @@ pub struct KafkaSection {
     pub consumer: BTreeMap<String, String>,
     /// librdkafka options for producers only (they override `options`).
     pub producer: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for KafkaSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::ops::redact::redact_options;
+        f.debug_struct("KafkaSection")
+            .field("brokers", &self.brokers)
+            .field("group_id", &self.group_id)
+            .field("options", &redact_options(&self.options))
+            .field("consumer", &redact_options(&self.consumer))
+            .field("producer", &redact_options(&self.producer))
+            .finish()
+    }
 }
 
 impl Default for KafkaSection {
@@ -125,6 +163,14 @@ pub struct TopicsSection {
     pub predictions: String,
     /// Dead letters: refused input with the original bytes and the reason in headers.
     pub dlq: String,
+    /// Features stage input: raw station observations (JSON, key = station_id).
+    pub raw: String,
+    /// Features stage dead letters: refused observations, original bytes, reason in headers.
+    pub raw_dlq: String,
+    /// Features stage: observations that arrived after their window was emitted, with the reason.
+    pub late: String,
+    /// Monitoring stage output: rolling forecast verification and skill alerts (JSON).
+    pub model_metrics: String,
     /// Create missing topics at start (process 0 does it; the others wait for them).
     pub create: bool,
     /// Partitions of topics created by weatherflow.
@@ -139,10 +185,89 @@ impl Default for TopicsSection {
             features: "weather-features".into(),
             predictions: "weather-predictions".into(),
             dlq: "weather-features-dlq".into(),
+            raw: "weather-raw".into(),
+            raw_dlq: "weather-raw-dlq".into(),
+            late: "weather-raw-late".into(),
+            model_metrics: "weather-model-metrics".into(),
             create: true,
             partitions: 4,
             replication: 1,
         }
+    }
+}
+
+/// `[features]`: event-time tumbling windows of the features stage (`dataflows/features.rs`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeaturesSection {
+    /// Window size in seconds; windows are hour-ending `(end - size, end]`, aligned to the epoch.
+    pub window_s: u64,
+    /// Allowed lateness in seconds: a partition's watermark is its newest event time minus this;
+    /// observations whose window ends at or before the watermark go to `topics.late`.
+    pub allowed_lateness_s: u64,
+    /// A partition with no new record for this long (ms, wall clock) has its watermark advanced
+    /// with the wall clock, so the last windows of a quiet partition are emitted.
+    pub idle_timeout_ms: u64,
+    /// Observations stamped more than this many seconds ahead of the wall clock are refused (a
+    /// clock fault would otherwise push the watermark into the future); 0 = no limit.
+    pub max_future_s: u64,
+}
+
+impl Default for FeaturesSection {
+    fn default() -> Self {
+        FeaturesSection {
+            window_s: 3600,
+            allowed_lateness_s: 600,
+            idle_timeout_ms: 30_000,
+            max_future_s: 86_400,
+        }
+    }
+}
+
+/// A dataflow `run` can start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// `topics.raw` -> `topics.features`: event-time windows per station.
+    Features,
+    /// `topics.features` -> `topics.predictions`: forecasts and anomalies.
+    Inference,
+    /// `topics.predictions` + `topics.features` -> `topics.model_metrics`: forecast verification.
+    Monitoring,
+}
+
+impl Stage {
+    /// The name used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Features => "features",
+            Stage::Inference => "inference",
+            Stage::Monitoring => "monitoring",
+        }
+    }
+}
+
+/// `[pipeline]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineSection {
+    /// The stages this cluster runs: `["inference"]` (default), `["features"]`, or both, which runs
+    /// the chain raw -> features -> predictions in one cluster.
+    pub stages: Vec<Stage>,
+}
+
+impl Default for PipelineSection {
+    fn default() -> Self {
+        PipelineSection {
+            stages: vec![Stage::Inference],
+        }
+    }
+}
+
+impl PipelineSection {
+    /// Whether `stage` runs.
+    pub fn runs(&self, stage: Stage) -> bool {
+        self.stages.contains(&stage)
     }
 }
 
@@ -211,6 +336,9 @@ pub struct ModelsSection {
     pub dir: PathBuf,
     /// Probability of the forecast intervals, in (0, 1).
     pub interval: f64,
+    /// How often (ms) each worker re-reads the store's `latest` pointers to pick up a promoted
+    /// or rolled-back model (checked at the start of an epoch; 0 = every epoch).
+    pub reload_ms: u64,
 }
 
 impl Default for ModelsSection {
@@ -218,6 +346,7 @@ impl Default for ModelsSection {
         ModelsSection {
             dir: PathBuf::from("models"),
             interval: 0.9,
+            reload_ms: 5000,
         }
     }
 }
@@ -226,14 +355,29 @@ impl Default for ModelsSection {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CheckpointSection {
-    /// Directory for checkpoints (created if missing).
+    /// Write checkpoints (exactly-once output, state survives restarts). Off: at-least-once
+    /// after a crash, state starts afresh.
+    pub enabled: bool,
+    /// Directory for checkpoints (created if missing). Every process of a cluster must see the
+    /// same directory (one machine, or shared storage).
     pub dir: PathBuf,
+    /// Checkpoint interval in ms; a multiple of `dataflow.epoch_ms` is used.
+    pub interval_ms: u64,
+    /// Complete checkpoints kept; older ones are removed.
+    pub retain: usize,
+    /// How far (ms) reading may run ahead of the last durable checkpoint before the source
+    /// pauses (backpressure when checkpoints are slow).
+    pub max_lead_ms: u64,
 }
 
 impl Default for CheckpointSection {
     fn default() -> Self {
         CheckpointSection {
+            enabled: true,
             dir: PathBuf::from("checkpoints"),
+            interval_ms: 1000,
+            retain: 3,
+            max_lead_ms: 10_000,
         }
     }
 }
@@ -270,6 +414,18 @@ pub struct Settings {
     pub models: ModelsSection,
     /// Checkpoint settings.
     pub checkpoint: CheckpointSection,
+    /// Launcher failure policy.
+    pub on_failure: OnFailure,
+    /// Launcher restart budget.
+    pub max_restarts: u32,
+    /// Features stage windows.
+    pub features: FeaturesSection,
+    /// Stages to run.
+    pub pipeline: PipelineSection,
+    /// HTTP server.
+    pub http: crate::ops::settings::HttpSection,
+    /// Monitoring stage.
+    pub monitoring: crate::ops::settings::MonitoringSection,
 }
 
 impl RawConfig {
@@ -383,6 +539,9 @@ impl RawConfig {
             ("topics.features", &self.topics.features),
             ("topics.predictions", &self.topics.predictions),
             ("topics.dlq", &self.topics.dlq),
+            ("topics.raw", &self.topics.raw),
+            ("topics.raw_dlq", &self.topics.raw_dlq),
+            ("topics.late", &self.topics.late),
         ];
         for (field, name) in topics {
             if !valid_topic(name) {
@@ -425,10 +584,95 @@ impl RawConfig {
                 ),
             );
         }
+        if self.models.reload_ms > 3_600_000 {
+            bad(
+                "models.reload_ms",
+                format!("is {}; expected 0 (every epoch) to 3600000 ms", self.models.reload_ms),
+            );
+        }
         if self.checkpoint.dir.as_os_str().is_empty() {
             bad("checkpoint.dir", "is empty; expected a directory path".into());
         }
+        if self.checkpoint.interval_ms < self.dataflow.epoch_ms.max(1) {
+            bad(
+                "checkpoint.interval_ms",
+                format!(
+                    "is {}; expected at least dataflow.epoch_ms ({})",
+                    self.checkpoint.interval_ms, self.dataflow.epoch_ms
+                ),
+            );
+        }
+        if self.checkpoint.retain == 0 {
+            bad(
+                "checkpoint.retain",
+                "is 0; expected at least 1 complete checkpoint to keep (e.g. 3)".into(),
+            );
+        }
+        if self.checkpoint.max_lead_ms < self.checkpoint.interval_ms {
+            bad(
+                "checkpoint.max_lead_ms",
+                format!(
+                    "is {}; expected at least checkpoint.interval_ms ({})",
+                    self.checkpoint.max_lead_ms, self.checkpoint.interval_ms
+                ),
+            );
+        }
+        self.validate_features_stage(&mut out);
+        crate::ops::settings::validate(self, &mut out);
         out
+    }
+
+    /// Problems of `[features]`, `[pipeline]` and the features stage's topics.
+    fn validate_features_stage(&self, out: &mut Vec<Problem>) {
+        let mut bad = |field: &str, message: String| {
+            out.push(Problem {
+                field: field.into(),
+                message,
+            })
+        };
+        let t = &self.topics;
+        let named = [("raw", &t.raw), ("raw_dlq", &t.raw_dlq), ("late", &t.late)];
+        let others = [("features", &t.features), ("predictions", &t.predictions), ("dlq", &t.dlq)];
+        for (i, (field, name)) in named.iter().enumerate() {
+            let clash = named[..i].iter().chain(others.iter()).find(|(_, n)| n == name);
+            if let Some((other, _)) = clash {
+                bad(
+                    &format!("topics.{field}"),
+                    format!("{name:?} is also topics.{other}; every topic must be different"),
+                );
+            }
+        }
+        let f = &self.features;
+        if f.window_s == 0 || f.window_s > 86_400 {
+            bad(
+                "features.window_s",
+                format!("is {}; expected 1 to 86400 seconds (a feature window is at most 24 h)", f.window_s),
+            );
+        }
+        if f.allowed_lateness_s > 7 * 86_400 {
+            bad(
+                "features.allowed_lateness_s",
+                format!("is {}; expected 0 to 604800 seconds (7 days)", f.allowed_lateness_s),
+            );
+        }
+        if f.idle_timeout_ms < 10 || f.idle_timeout_ms > 86_400_000 {
+            bad(
+                "features.idle_timeout_ms",
+                format!("is {}; expected 10 to 86400000 ms", f.idle_timeout_ms),
+            );
+        }
+        let stages = &self.pipeline.stages;
+        if stages.is_empty() {
+            bad(
+                "pipeline.stages",
+                "is empty; expected [\"inference\"], [\"features\"], [\"features\", \"inference\"] (and/or \"monitoring\")".into(),
+            );
+        }
+        for (i, s) in stages.iter().enumerate() {
+            if stages[..i].contains(s) {
+                bad("pipeline.stages", format!("lists \"{}\" twice; list each stage once", s.as_str()));
+            }
+        }
     }
 
     /// Validates and resolves.
@@ -449,6 +693,12 @@ impl RawConfig {
             dataflow: self.dataflow,
             models: self.models,
             checkpoint: self.checkpoint,
+            on_failure: self.cluster.on_failure,
+            max_restarts: self.cluster.max_restarts,
+            features: self.features,
+            pipeline: self.pipeline,
+            http: self.http,
+            monitoring: self.monitoring,
         })
     }
 }
@@ -481,6 +731,16 @@ impl Settings {
         };
         raw.apply(overrides);
         raw.resolve(&origin)
+    }
+
+    /// Checkpoint interval in epochs (at least 1).
+    pub fn checkpoint_every_epochs(&self) -> u64 {
+        (self.checkpoint.interval_ms / self.dataflow.epoch_ms.max(1)).max(1)
+    }
+
+    /// How many epochs reading may lead the last durable checkpoint.
+    pub fn checkpoint_lead_epochs(&self) -> u64 {
+        (self.checkpoint.max_lead_ms / self.dataflow.epoch_ms.max(1)).max(1)
     }
 
     /// Total workers across the cluster.

@@ -291,6 +291,7 @@ pub struct ModelNames {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ForecastPoint {
     pub lead_hours: u32,
+    #[serde(serialize_with = "crate::utc_json::serialize")]
     pub valid_at: DateTime<Utc>,
     pub temperature: Option<f64>,
     pub lower: Option<f64>,
@@ -317,7 +318,9 @@ pub struct SourcePosition {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Prediction {
     pub station_id: String,
+    #[serde(serialize_with = "crate::utc_json::serialize")]
     pub window_end: DateTime<Utc>,
+    #[serde(serialize_with = "crate::utc_json::serialize")]
     pub issued_at: DateTime<Utc>,
     pub model: ModelNames,
     pub interval: f64,

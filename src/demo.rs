@@ -1,18 +1,23 @@
-//! `weatherflow demo`: the whole inference path on one machine with nothing installed.
+//! `weatherflow demo`: the whole chain, raw observations to predictions, on one machine with
+//! nothing installed.
 //!
 //! ```text
-//!   data/features/nyc_2013.jsonl ──publisher thread──> in-process Kafka-protocol broker (librdkafka mock)
-//!   (+3 malformed records)                                   │ weather-features
-//!                                                            v
-//!                                       inference dataflow (this process, W workers)
-//!                                                            │ weather-predictions, weather-features-dlq
-//!                                                            v
-//!                               viewer thread: anomalies, DLQ reasons, a forecast per station every
-//!                               N hours, live skill (MAE, interval coverage) ──> stdout
+//!   data/raw/nyc_asos_2013_hourly.csv ──loader (SI units), time order──> publisher thread
+//!   (+3 malformed, +1 reading re-sent a week late)       │ weather-raw (in-process Kafka-protocol broker)
+//!                                                        v
+//!                     features dataflow ──> weather-features ──> inference dataflow   (this process, W workers)
+//!                        │ weather-raw-dlq, weather-raw-late          │ weather-predictions, weather-features-dlq
+//!                        v                                            v
+//!                   viewer thread: anomalies, dead letters, late records, a forecast per station every
+//!                   N hours, live skill (MAE, interval coverage) ──> stdout
 //! ```
 //!
-//! The demo stops by itself once every published record came out as a prediction or a dead
-//! letter, then prints a summary. Ctrl-C stops it early (the dataflow drains first).
+//! The demo stops by itself once every published record came out: each station-window as a
+//! prediction, each malformed message as a dead letter, the late reading on the late topic; then
+//! it prints a summary. Ctrl-C stops it early (the dataflows drain first). Hourly readings are
+//! hour-ending at whole hours, so each window is complete with its own reading; the demo allows
+//! 2 s of lateness and advances a quiet partition's watermark after 0.5 s, so the last hour of
+//! each station comes out right after the replay ends.
 //!
 //! The embedded broker keeps at most 5 MB per partition (a fixed limit of librdkafka's mock
 //! cluster) and the demo's three stations put all predictions into three partitions, so the
@@ -20,7 +25,6 @@
 //! that keeps every prediction on the broker until it has been shown.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -33,18 +37,23 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-use crate::config::{Overrides, RawConfig, StartFrom};
+use crate::config::{Overrides, RawConfig, Stage, StartFrom};
 use crate::contract::{Prediction, LEADS};
+use crate::features::{hourly_features, DEFAULT_WINDOW};
 use crate::kafka;
+use crate::kafka::assign::station_hash;
 use crate::metrics::Metrics;
+use crate::observations::message::encode_observation;
+use crate::observations::{Observation, SourceFormat};
 use crate::operators::dlq_headers;
+use crate::produce::replay_order;
 use crate::runner;
 use crate::tail::format_prediction;
 
 /// Demo options.
 #[derive(Clone, Debug)]
 pub struct DemoOptions {
-    /// Feature records (JSON lines).
+    /// NYC ASOS hourly observations (CSV, the shared `nyc_asos_2013_hourly.csv` format).
     pub file: PathBuf,
     /// Worker threads.
     pub workers: usize,
@@ -65,8 +74,10 @@ pub struct DemoSummary {
     pub published: usize,
     /// Predictions read back.
     pub predictions: usize,
-    /// Dead letters read back.
+    /// Dead letters read back (refused observations and refused feature records).
     pub dead_letters: usize,
+    /// Observations read back from the late topic.
+    pub late: usize,
     /// Predictions flagged as anomalies.
     pub anomalies: usize,
     /// Mean absolute error per lead (1-based index 0 = lead 1), over verified forecasts.
@@ -78,11 +89,11 @@ pub struct DemoSummary {
 /// Most records the publisher may be ahead of the viewer (about 5 MB of predictions).
 pub const MAX_AHEAD: usize = 2000;
 
-/// Malformed records the demo injects so the dead-letter path is visible.
+/// Malformed observations the demo injects so the dead-letter path is visible.
 const BAD: [&str; 3] = [
     "this is not json",
-    r#"{"window_end":"2013-06-01T12:00:00Z","count":1,"temperature_mean":20.0}"#,
-    r#"{"station_id":"JFK","window_end":"2013-06-01T12:00:00Z","count":1,"humidity_mean":-5}"#,
+    r#"{"time":"2013-06-01T12:00:00Z","temperature":20.0}"#,
+    r#"{"station_id":"JFK","time":"2013-06-01T12:00:00Z","humidity":-5}"#,
 ];
 
 /// Finds the features file: as given, else relative to the crate (for `cargo run` elsewhere).
@@ -96,29 +107,34 @@ fn locate(file: &Path) -> Option<PathBuf> {
 
 /// Runs the demo.
 pub fn run(o: &DemoOptions, shutdown: Arc<AtomicBool>) -> anyhow::Result<DemoSummary> {
-    let file = locate(&o.file).with_context(|| format!("features file {} not found", o.file.display()))?;
-    let mut records: Vec<(Option<Vec<u8>>, Vec<u8>)> = Vec::new();
-    for line in std::io::BufReader::new(std::fs::File::open(&file)?).lines() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let key = serde_json::from_str::<serde_json::Value>(&line)
-            .ok()
-            .and_then(|v| v["station_id"].as_str().map(|s| s.as_bytes().to_vec()));
-        records.push((key, line.into_bytes()));
-        if o.limit.is_some_and(|l| records.len() >= l) {
-            break;
-        }
+    let file = locate(&o.file).with_context(|| format!("observations file {} not found", o.file.display()))?;
+    let mut obs = replay_order(SourceFormat::NycAsos, &file)?;
+    obs.truncate(o.limit.unwrap_or(usize::MAX));
+    if obs.is_empty() {
+        bail!("{} holds no observations", file.display());
     }
-    if records.is_empty() {
-        bail!("{} holds no records", file.display());
+    let windows = hourly_features(&obs, DEFAULT_WINDOW).len();
+    let key = |o: &Observation| Some(o.station_id.as_bytes().to_vec());
+    let mut records: Vec<(Option<Vec<u8>>, Vec<u8>)> = obs.iter().map(|o| (key(o), encode_observation(o))).collect();
+    // One real reading delivered again a week (168 readings of its station) later: it reaches
+    // the late topic with the reason, and the predictions are unchanged.
+    let resent = &obs[obs.len() / 2];
+    let week_later = obs
+        .iter()
+        .position(|o| o.time >= resent.time + chrono::Duration::days(7))
+        .unwrap_or(obs.len());
+    records.insert(week_later.min(records.len()), (key(resent), encode_observation(resent)));
+    let late_expected = usize::from(week_later < obs.len());
+    if late_expected == 0 {
+        records.pop();
     }
     for (i, bad) in BAD.iter().enumerate() {
         let at = (records.len() * (i + 1) / (BAD.len() + 1)).min(records.len());
         records.insert(at, (Some(b"JFK".to_vec()), bad.as_bytes().to_vec()));
     }
-    let total = records.len();
+    // Every published record comes out once: a window's prediction, a dead letter, a late record.
+    let total = windows + BAD.len() + late_expected;
+    let to_publish = records.len();
 
     let mock = match &o.brokers {
         Some(_) => None,
@@ -139,18 +155,33 @@ pub fn run(o: &DemoOptions, shutdown: Arc<AtomicBool>) -> anyhow::Result<DemoSum
     raw.source.start = StartFrom::Earliest;
     raw.topics.create = false;
     raw.dataflow.log_every_s = 0;
+    raw.pipeline.stages = vec![Stage::Features, Stage::Inference];
+    raw.features.allowed_lateness_s = 2;
+    raw.features.idle_timeout_ms = 500;
+    // Each demo run is a new stream: its checkpoints live in a directory of its own.
+    let ckpt_dir = std::env::temp_dir().join(format!("weatherflow-demo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&ckpt_dir);
+    raw.checkpoint.dir = ckpt_dir.clone();
     if mock.is_none() {
         // A real broker may hold earlier demo runs: use topics of this run only.
         let run = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        for t in [&mut raw.topics.features, &mut raw.topics.predictions, &mut raw.topics.dlq] {
+        let t = &mut raw.topics;
+        for t in [
+            &mut t.features,
+            &mut t.predictions,
+            &mut t.dlq,
+            &mut t.raw,
+            &mut t.raw_dlq,
+            &mut t.late,
+        ] {
             *t = format!("{t}-demo-{run}");
         }
     }
     let settings = raw.resolve("demo")?;
-    let names = [&settings.topics.features, &settings.topics.predictions, &settings.topics.dlq];
+    let names = crate::pipeline::topics_to_create(&settings);
     match &mock {
         Some(m) => {
             for t in names {
@@ -158,37 +189,33 @@ pub fn run(o: &DemoOptions, shutdown: Arc<AtomicBool>) -> anyhow::Result<DemoSum
                     .with_context(|| format!("creating topic {t}"))?;
             }
         }
-        None => kafka::ensure_topics(
-            &brokers,
-            &settings.kafka.options,
-            &names.map(String::as_str),
-            settings.topics.partitions,
-            1,
-        )?,
+        None => kafka::ensure_topics(&brokers, &settings.kafka.options, &names, settings.topics.partitions, 1)?,
     }
     println!(
-        "weatherflow demo: {} feature records from {} (+{} malformed) through {} at {brokers}, {} worker(s)",
-        total - BAD.len(),
-        if mock.is_some() { "an in-process broker" } else { "the broker" },
+        "weatherflow demo: {} observations of {} (+{} malformed, +1 re-sent late) -> {windows} hourly windows -> predictions, through {} at {brokers}, {} worker(s)",
+        obs.len(),
         file.display(),
         BAD.len(),
+        if mock.is_some() { "an in-process broker" } else { "the broker" },
         o.workers
     );
 
     let seen = Arc::new(AtomicUsize::new(0));
     let publisher = {
-        let (brokers, topic, rate, stop, seen) = (
+        let (brokers, topic, partitions, rate, stop, seen) = (
             brokers.clone(),
-            settings.topics.features.clone(),
+            settings.topics.raw.clone(),
+            settings.topics.partitions,
             o.rate,
             shutdown.clone(),
             seen.clone(),
         );
-        std::thread::spawn(move || publish(&brokers, &topic, records, rate, &stop, &seen))
+        std::thread::spawn(move || publish(&brokers, &topic, partitions, records, rate, &stop, &seen))
     };
     let viewer = {
         let (brokers, s, every, stop, seen) = (brokers.clone(), settings.clone(), o.every_hours, shutdown.clone(), seen.clone());
-        std::thread::spawn(move || view(&brokers, &s.topics.predictions, &s.topics.dlq, total, every, &stop, &seen))
+        let t = s.topics;
+        std::thread::spawn(move || view(&brokers, &t.predictions, &[t.dlq, t.raw_dlq], &t.late, total, every, &stop, &seen))
     };
     let started = Instant::now();
     let metrics = Arc::new(Metrics::default());
@@ -201,9 +228,10 @@ pub fn run(o: &DemoOptions, shutdown: Arc<AtomicBool>) -> anyhow::Result<DemoSum
     let secs = started.elapsed().as_secs_f64();
     println!("\n── summary ──────────────────────────────────────────────");
     println!(
-        "published {published}, predictions {}, dead letters {}, anomalies {} in {secs:.1} s ({:.0} records/s)",
+        "published {published}, predictions {}, dead letters {}, late {}, anomalies {} in {secs:.1} s ({:.0} records/s)",
         summary.predictions,
         summary.dead_letters,
+        summary.late,
         summary.anomalies,
         published as f64 / secs
     );
@@ -216,20 +244,26 @@ pub fn run(o: &DemoOptions, shutdown: Arc<AtomicBool>) -> anyhow::Result<DemoSum
             100.0 * settings.models.interval, pick(&summary.coverage, 1), pick(&summary.coverage, 24)
         );
     }
-    if summary.predictions + summary.dead_letters != published {
+    let out = summary.predictions + summary.dead_letters + summary.late;
+    if out != total || published != to_publish {
         bail!(
-            "{published} records published but {} predictions + {} dead letters came out",
+            "{published} records published ({windows} windows expected) but {} predictions + {} dead letters + {} late came out",
             summary.predictions,
-            summary.dead_letters
+            summary.dead_letters,
+            summary.late
         );
     }
     drop(mock);
+    let _ = std::fs::remove_dir_all(&ckpt_dir);
     Ok(summary)
 }
 
+/// Publishes `records`, a station's always to the partition `fnv1a(station) mod partitions` (as
+/// `weatherflow produce` does), at most [`MAX_AHEAD`] ahead of what the viewer has read.
 fn publish(
     brokers: &str,
     topic: &str,
+    partitions: i32,
     records: Vec<(Option<Vec<u8>>, Vec<u8>)>,
     rate: f64,
     stop: &AtomicBool,
@@ -253,7 +287,10 @@ fn publish(
         }
         let mut rec: BaseRecord<[u8], [u8]> = BaseRecord::to(topic).payload(&payload[..]);
         if let Some(k) = key {
-            rec = rec.key(&k[..]);
+            let station = String::from_utf8_lossy(k);
+            rec = rec
+                .key(&k[..])
+                .partition((station_hash(&station) % partitions.max(1) as u64) as i32);
         }
         loop {
             match producer.send(rec) {
@@ -275,10 +312,12 @@ fn publish(
 /// Pending forecasts awaiting their observation: (station, valid_at) -> [(lead, t, lo, hi)].
 type Pending = HashMap<(String, i64), Vec<(u32, f64, f64, f64)>>;
 
+#[allow(clippy::too_many_arguments)]
 fn view(
     brokers: &str,
     predictions: &str,
-    dlq: &str,
+    dlqs: &[String],
+    late: &str,
     total: usize,
     every_hours: i64,
     stop: &AtomicBool,
@@ -290,7 +329,7 @@ fn view(
     ]);
     let c = kafka::consumer(brokers, "weatherflow-demo-viewer", &opts)?;
     let mut tpl = TopicPartitionList::new();
-    for topic in [predictions, dlq] {
+    for topic in [predictions, late].into_iter().chain(dlqs.iter().map(String::as_str)) {
         let n = kafka::wait_for_topic(&c, brokers, topic, Duration::from_secs(30))?;
         for p in 0..n as i32 {
             tpl.add_partition_offset(topic, p, Offset::Beginning)?;
@@ -304,7 +343,7 @@ fn view(
     let mut verified = [0usize; LEADS];
     let mut last_shown: HashMap<String, i64> = HashMap::new();
     let mut last_progress = Instant::now();
-    while s.predictions + s.dead_letters < total {
+    while s.predictions + s.dead_letters + s.late < total {
         if stop.load(Ordering::Relaxed) {
             break;
         }
@@ -317,7 +356,13 @@ fn view(
             Some(Ok(m)) => m,
         };
         seen.fetch_add(1, Ordering::Relaxed);
-        if m.topic() == dlq {
+        if m.topic() == late {
+            s.late += 1;
+            let reason = header(&m, dlq_headers::ERROR).unwrap_or_default();
+            println!("LATE         {reason}");
+            continue;
+        }
+        if dlqs.iter().any(|d| d == m.topic()) {
             s.dead_letters += 1;
             let reason = header(&m, dlq_headers::ERROR).unwrap_or_default();
             let body = String::from_utf8_lossy(m.payload().unwrap_or_default());

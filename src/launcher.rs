@@ -7,7 +7,10 @@
 //!        │          ──spawn──> weatherflow run --process 1 ─┤  (timely cluster over TCP)
 //!        │                                                  │
 //!        ├─ SIGINT/SIGTERM ──> SIGTERM to every child (they drain and exit 0)
-//!        └─ child exits non-zero ──> SIGTERM to the rest, SIGKILL after the grace period, exit 1
+//!        └─ child exits non-zero ──> SIGTERM to the rest, SIGKILL after the grace period, then
+//!             on_failure = "stop":    exit 1
+//!             on_failure = "restart": start every process again (they resume from the last
+//!                                     complete checkpoint), at most max_restarts times
 //! ```
 
 use std::path::Path;
@@ -25,10 +28,43 @@ pub enum LaunchError {
     /// A child failed.
     #[error("process {index} failed ({status}); stopped the others")]
     ChildFailed { index: usize, status: ExitStatus },
+    /// The restart budget is spent.
+    #[error("gave up after {restarts} restarts; the last failure: process {index} ({status})")]
+    TooManyRestarts { restarts: u32, index: usize, status: ExitStatus },
 }
 
-/// How long children get to drain after SIGTERM before SIGKILL.
+/// What to do when a process fails.
+#[derive(Clone, Copy, Debug)]
+pub struct Policy {
+    /// Restart the cluster (else stop).
+    pub restart: bool,
+    /// Restart budget.
+    pub max_restarts: u32,
+}
+
+/// Runs the cluster under `policy`: restarts it after failures while allowed.
+pub fn supervise(exe: &Path, args: &[String], processes: usize, shutdown: Arc<AtomicBool>, policy: Policy) -> Result<(), LaunchError> {
+    let mut restarts = 0u32;
+    loop {
+        match launch(exe, args, processes, shutdown.clone()) {
+            Err(LaunchError::ChildFailed { index, status }) if policy.restart && !shutdown.load(Ordering::Relaxed) => {
+                if restarts >= policy.max_restarts {
+                    return Err(LaunchError::TooManyRestarts { restarts, index, status });
+                }
+                restarts += 1;
+                tracing::warn!(process = index, %status, restarts, "process failed; restarting the cluster from the last checkpoint");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// How long children get to drain after Ctrl-C/SIGTERM before SIGKILL.
 pub const GRACE: Duration = Duration::from_secs(20);
+/// How long the survivors of a failed process get before SIGKILL: the cluster is broken anyway,
+/// and everything they did since the last checkpoint is redone after a restart.
+pub const FAILURE_GRACE: Duration = Duration::from_secs(3);
 
 /// Starts `processes` children running `exe run <args> --process i` and supervises them.
 pub fn launch(exe: &Path, args: &[String], processes: usize, shutdown: Arc<AtomicBool>) -> Result<(), LaunchError> {
@@ -75,8 +111,9 @@ pub fn launch(exe: &Path, args: &[String], processes: usize, shutdown: Arc<Atomi
             signal_all(&children, libc::SIGTERM);
         }
         if let Some(t) = stopping {
-            if t.elapsed() > GRACE {
-                tracing::error!("processes did not stop within {GRACE:?}; killing them");
+            let grace = if failure.is_some() { FAILURE_GRACE } else { GRACE };
+            if t.elapsed() > grace {
+                tracing::warn!("processes did not stop within {grace:?}; killing them");
                 terminate(&mut children);
             }
         }

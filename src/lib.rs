@@ -6,6 +6,9 @@
 //! per file; they are compiled into this crate as [`dataflows`].
 
 pub mod anomaly;
+pub mod bench;
+pub mod checkpoint;
+pub mod checkpointer;
 pub mod cli;
 pub mod config;
 pub mod contract;
@@ -21,5 +24,10 @@ pub mod metrics;
 pub mod models;
 pub mod observations;
 pub mod operators;
+pub mod ops;
+pub mod pipeline;
+pub mod produce;
 pub mod runner;
 pub mod tail;
+pub mod train;
+pub mod utc_json;

@@ -25,6 +25,23 @@ pub struct Metrics {
     pub delivery_retries: AtomicU64,
     /// Consumer errors seen.
     pub source_errors: AtomicU64,
+    /// Outputs not produced again after a restart because an earlier execution published them.
+    pub dedup_skipped: AtomicU64,
+    /// Checkpoints written by this process's workers.
+    pub checkpoints: AtomicU64,
+    /// Source activations that did not read because checkpoints lagged (backpressure).
+    pub source_gated: AtomicU64,
+    /// Features stage: observations refused as late (their window was already emitted).
+    pub rejected_late: AtomicU64,
+    /// Features stage: feature records emitted (one per station-window).
+    pub windows_emitted: AtomicU64,
+    /// Features stage: feature records acknowledged by the broker.
+    pub features_acked: AtomicU64,
+    /// Features stage: late records acknowledged by the broker.
+    pub late_acked: AtomicU64,
+    /// Per topic-partition counts, consumer lag, latency/epoch/checkpoint histograms
+    /// (`crate::ops::counters`, rendered on `/metrics`).
+    pub ops: crate::ops::counters::OpsMetrics,
 }
 
 /// A point-in-time copy of [`Metrics`].
@@ -46,6 +63,10 @@ pub struct Snapshot {
     pub delivery_retries: u64,
     /// See [`Metrics::source_errors`].
     pub source_errors: u64,
+    /// See [`Metrics::dedup_skipped`].
+    pub dedup_skipped: u64,
+    /// See [`Metrics::checkpoints`].
+    pub checkpoints: u64,
 }
 
 impl Metrics {
@@ -61,6 +82,8 @@ impl Metrics {
             anomalies: r(&self.anomalies),
             delivery_retries: r(&self.delivery_retries),
             source_errors: r(&self.source_errors),
+            dedup_skipped: r(&self.dedup_skipped),
+            checkpoints: r(&self.checkpoints),
         }
     }
 }
@@ -69,14 +92,16 @@ impl std::fmt::Display for Snapshot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "in={} predictions={} dlq={} (invalid={} stale={}) anomalies={} retries={}",
+            "in={} predictions={} dlq={} (invalid={} stale={}) anomalies={} retries={} deduplicated={} checkpoints={}",
             self.records_in,
             self.predictions_acked,
             self.dlq_acked,
             self.rejected_invalid,
             self.rejected_stale,
             self.anomalies,
-            self.delivery_retries
+            self.delivery_retries,
+            self.dedup_skipped,
+            self.checkpoints
         )
     }
 }

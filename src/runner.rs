@@ -1,31 +1,42 @@
-//! Runs one process of the inference cluster: creates missing topics (process 0), starts the
-//! timely workers, builds the dataflow on each, steps it until it completes, and reports.
+//! Runs one process of the inference cluster: creates missing topics (process 0), restores the
+//! newest complete checkpoint, starts the timely workers, builds the dataflow on each, steps it
+//! while writing checkpoints, and writes a final checkpoint when it drains.
 //!
 //! ```text
-//!  run_process(settings, i) ──> [process 0: ensure topics] ──> timely::execute(config(i))
-//!      worker w: consumer + PartitionReader(partitions p ≡ w mod peers) + producer
-//!                build dataflows/inference.rs ──> step until the acked probe is done ──> final commit
+//!  run_process(settings, i) ──> [process 0: ensure topics] ──> load newest complete checkpoint
+//!      ──> timely::execute(config(i))
+//!          worker w: reader (partitions p ≡ w mod peers, offsets from the checkpoint)
+//!                    sink   (output partitions it writes; ids published after the checkpoint read back)
+//!                    operators (stations hashing to w, states from the checkpoint)
+//!                    build dataflows/inference.rs ──> step; checkpoint at every boundary ──> final checkpoint
 //! ```
 //!
 //! The dataflow completes when every source has finished (shutdown flag, or `stop_at_end` and all
-//! partitions read) and every output has been acknowledged.
+//! partitions read) and every output has been acknowledged. If a peer process dies, timely's
+//! network threads fail; this process then reports it in one line and exits non-zero (never
+//! hangs), and a restarted cluster resumes from the last complete checkpoint.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::rc::Rc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::anomaly::rules::AnomalyParams;
+use crate::checkpoint::{self, Restored};
+use crate::checkpointer::Checkpointer;
 use crate::config::Settings;
 use crate::dataflows::inference::{self, InferenceParts};
 use crate::forecast::fallback::FallbackParams;
-use crate::kafka::sink::{delivery_producer, SinkTopics};
-use crate::kafka::source::PartitionReader;
+use crate::kafka::assign::station_hash;
+use crate::kafka::sink::{self, delivery_producer, OutTopic, SinkParts, SinkProgress, SinkTopics};
+use crate::kafka::source::{epoch_now, Gate, PartitionReader};
 use crate::kafka::{self, KafkaIoError, KafkaSourceSpec};
 use crate::metrics::{Metrics, Snapshot};
 use crate::models::ModelStore;
-use crate::operators::forecast::ForecastParams;
+use crate::operators::keyed::{KeyedCheckpoint, SnapshotBook};
+use crate::operators::{anomaly, forecast::ForecastParams, forecast::OPERATOR_NAME as FORECAST_OP};
 
 /// Errors running a process.
 #[derive(Debug, thiserror::Error)]
@@ -39,14 +50,54 @@ pub enum RunError {
     /// One or more workers failed.
     #[error("worker(s) failed: {0}")]
     Workers(String),
+    /// A peer process died or became unreachable.
+    #[error("lost the connection to a peer process; stopped (a restarted cluster resumes from the last complete checkpoint)")]
+    PeerLost,
+    /// The checkpoint directory belongs to another pipeline.
+    #[error("checkpoint.dir {dir} holds checkpoints of input topic {found:?}, but this run reads {configured:?}; use another checkpoint.dir, or remove it to start afresh")]
+    CheckpointMismatch { dir: String, found: String, configured: String },
     /// The process index is not in the cluster.
     #[error("process {process} is not in the cluster (it has {processes} process(es): 0..{processes})")]
     NoSuchProcess { process: usize, processes: usize },
+    /// The operations side (HTTP server, monitoring topic) could not start.
+    #[error(transparent)]
+    Ops(#[from] crate::ops::OpsError),
 }
 
 /// Runs process `process` until the dataflow completes; returns this process's counters.
 pub fn run_process(settings: &Settings, process: usize, shutdown: Arc<AtomicBool>) -> Result<Snapshot, RunError> {
     run_process_with(settings, process, shutdown, Arc::new(Metrics::default()))
+}
+
+static PEER_LOST: AtomicBool = AtomicBool::new(false);
+
+/// Turns timely's cascade of network panics into one clear line, and makes sure the process
+/// exits even if a thread stays blocked.
+fn install_peer_failure_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let msg = info
+                .payload()
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| info.payload().downcast_ref::<&str>().copied())
+                .unwrap_or("");
+            if msg.contains("timely communication error") || msg.contains("MergeQueue poisoned") || msg.contains("Send thread panic") {
+                if !PEER_LOST.swap(true, Ordering::SeqCst) {
+                    tracing::error!("a peer process is gone ({msg}); stopping this process");
+                    std::thread::spawn(|| {
+                        std::thread::sleep(Duration::from_secs(15));
+                        eprintln!("error: lost a peer process and did not stop within 15 s; exiting");
+                        std::process::exit(3);
+                    });
+                }
+                return;
+            }
+            default(info)
+        }));
+    });
 }
 
 /// As [`run_process`], with caller-owned counters (the demo watches them live).
@@ -67,69 +118,101 @@ pub fn run_process_with(
         kafka::ensure_topics(
             &settings.kafka.brokers,
             &settings.kafka.options,
-            &[&t.features, &t.predictions, &t.dlq],
+            &crate::pipeline::topics_to_create(settings),
             t.partitions,
             t.replication,
         )?;
     }
+    install_peer_failure_hook();
+    if process == 0 && settings.checkpoint.enabled {
+        // Each stage checkpoints in its own namespace under checkpoint.dir, with its own lineage.
+        checkpoint::lineage(&inference_dir(settings), true).map_err(|e| KafkaIoError::Restore(e.to_string()))?;
+        if settings.pipeline.runs(crate::config::Stage::Features) {
+            checkpoint::lineage(&crate::pipeline::features_dir(settings), true).map_err(|e| KafkaIoError::Restore(e.to_string()))?;
+        }
+    }
     let store = ModelStore::new(&settings.models.dir);
     let forecast_model = store.describe_choice("forecast");
     let anomaly_model = store.describe_choice("anomaly");
+    let restored: Option<Arc<Restored>> = if settings.checkpoint.enabled {
+        checkpoint::load_latest(&inference_dir(settings)).map(Arc::new)
+    } else {
+        None
+    };
+    if let Some(r) = &restored {
+        let inputs: Vec<&String> = r.parts.iter().flat_map(|p| p.inputs.keys()).collect();
+        if !inputs.iter().all(|t| **t == settings.topics.features) {
+            return Err(RunError::CheckpointMismatch {
+                dir: settings.checkpoint.dir.display().to_string(),
+                found: inputs.first().map(|t| t.to_string()).unwrap_or_default(),
+                configured: settings.topics.features.clone(),
+            });
+        }
+    }
+    let execution = restored.as_ref().map(|r| r.id.execution + 1).unwrap_or(1);
+    match &restored {
+        Some(r) => tracing::info!(process, checkpoint = ?r.id, written_by_workers = r.peers, execution, "resuming from checkpoint"),
+        None if settings.checkpoint.enabled => tracing::info!(process, execution, "no checkpoint found; starting from source.start"),
+        None => tracing::info!(process, "checkpoints disabled: at-least-once after a crash"),
+    }
     tracing::info!(process, processes = settings.processes.len(), workers = settings.workers, forecast = %forecast_model, anomaly = %anomaly_model, "starting");
 
     let settings = Arc::new(settings.clone());
     let worker_metrics = metrics.clone();
+    let features_metrics = Arc::new(Metrics::default()); // features stage (issue 3): its own counters
+
+    // ── operations (issue 6, crate::ops): HTTP /metrics, API and dashboard; monitoring stage ──
+    let ops = crate::ops::OpsProcess::start(&settings, process, &metrics, &features_metrics)?;
+    let worker_ops = ops.clone();
+    // ── end operations ──
     let guards = timely::execute(settings.timely_config(process), move |worker| -> Result<(), String> {
         let s = &settings;
         let index = worker.index();
         let peers = worker.peers();
-        let setup = || -> Result<_, KafkaIoError> {
-            let consumer = kafka::consumer(&s.kafka.brokers, &s.kafka.group_id, &s.consumer_options())?;
-            let partitions = kafka::wait_for_topic(&consumer, &s.kafka.brokers, &s.topics.features, Duration::from_secs(60))?;
-            let reader = PartitionReader::new(consumer, &s.topics.features, partitions, index, peers, s.source.start)?;
-            let producer = delivery_producer(
-                &s.kafka.brokers,
-                &s.producer_options(),
-                SinkTopics {
-                    predictions: s.topics.predictions.clone(),
-                    dlq: s.topics.dlq.clone(),
-                },
-            )?;
-            Ok((reader, producer))
-        };
-        let (reader, producer) = setup().map_err(|e| format!("worker {index}: {e}"))?;
-        tracing::info!(worker = index, partitions = ?reader.partitions(), "worker ready");
-        let reader = Rc::new(RefCell::new(reader));
-        let parts = InferenceParts {
-            source: KafkaSourceSpec {
-                topic: s.topics.features.clone(),
-                max_poll_records: s.source.max_poll_records,
-                start: s.source.start,
-                stop_at_end: s.source.stop_at_end,
-                epoch_ms: s.dataflow.epoch_ms,
-                metadata_refresh: Duration::from_millis(s.source.metadata_refresh_ms),
-                shutdown: shutdown.clone(),
-            },
-            reader: reader.clone(),
-            producer,
-            forecast: ForecastParams {
-                interval: s.models.interval,
-                fallback: FallbackParams::default(),
-            },
-            anomaly: AnomalyParams::default(),
-            metrics: worker_metrics.clone(),
-        };
+        // operations (issue 6): load probe; the monitoring stage when it runs beside the others
+        let mut wops = worker_ops.worker(worker, &shutdown)?;
+        // ── features stage (issue 3, crate::pipeline): raw -> features, before or beside inference ──
+        let mut features = crate::pipeline::start_features(worker, s, &shutdown, &features_metrics)?;
+        if !s.pipeline.runs(crate::config::Stage::Inference) {
+            crate::pipeline::finish_features(worker, features, s.dataflow.log_every_s)?;
+            wops.finish(worker)?; // operations (issue 6): run or drain the monitoring stage
+            return Ok(());
+        }
+        // ── end features stage ──
+        let setup = build_worker_parts(s, index, peers, restored.as_deref(), &shutdown, &worker_metrics, execution)
+            .map_err(|e| format!("worker {index}: {e}"))?;
+        let WorkerParts {
+            parts,
+            mut checkpointer,
+            reader,
+        } = setup;
         let probe = worker.dataflow(|scope| inference::build(scope, parts));
         let log_every = Duration::from_secs(s.dataflow.log_every_s);
         let mut last_log = Instant::now();
         while !probe.done() {
-            worker.step_or_park(Some(Duration::from_millis(100)));
+            worker.step_or_park(Some(Duration::from_millis(20)));
+            wops.tick(&probe); // operations (issue 6): epoch completion times
+            if let Some(f) = features.as_mut() {
+                f.poll_checkpoint()?; // features stage (issue 3): its checkpoints
+            }
+            if let Some(c) = checkpointer.as_mut() {
+                c.poll(&probe).map_err(|e| format!("worker {index}: {e}"))?;
+            }
             if index == process * s.workers && !log_every.is_zero() && last_log.elapsed() >= log_every {
                 last_log = Instant::now();
                 tracing::info!(process, "progress: {}", worker_metrics.snapshot());
             }
         }
-        reader.borrow_mut().commit_all_sync();
+        match checkpointer.as_mut() {
+            Some(c) => c.finish().map_err(|e| format!("worker {index}: final checkpoint: {e}"))?,
+            None => {
+                let mut r = reader.borrow_mut();
+                r.fold_through(checkpoint::FINAL_EPOCH);
+                r.commit(rdkafka::consumer::CommitMode::Sync);
+            }
+        }
+        crate::pipeline::finish_features(worker, features, s.dataflow.log_every_s)?; // features stage (issue 3)
+        wops.finish(worker)?; // operations (issue 6): run or drain the monitoring stage
         Ok(())
     })
     .map_err(RunError::Timely)?;
@@ -142,10 +225,182 @@ pub fn run_process_with(
             Err(e) => Some(e),
         })
         .collect();
+    ops.stop(); // operations (issue 6): HTTP server
+    if PEER_LOST.load(Ordering::SeqCst) {
+        return Err(RunError::PeerLost);
+    }
     if !failures.is_empty() {
         return Err(RunError::Workers(failures.join("; ")));
     }
     let snap = metrics.snapshot();
     tracing::info!(process, "finished: {snap}");
     Ok(snap)
+}
+
+struct WorkerParts {
+    parts: InferenceParts,
+    checkpointer: Option<Checkpointer>,
+    reader: Rc<RefCell<PartitionReader>>,
+}
+
+fn build_worker_parts(
+    s: &Settings,
+    index: usize,
+    peers: usize,
+    restored: Option<&Restored>,
+    shutdown: &Arc<AtomicBool>,
+    metrics: &Arc<Metrics>,
+    execution: u64,
+) -> Result<WorkerParts, KafkaIoError> {
+    let ckpt = s.checkpoint.enabled;
+    let consumer = kafka::consumer(&s.kafka.brokers, &s.kafka.group_id, &s.consumer_options())?;
+    let wait = Duration::from_secs(60);
+    let partitions = kafka::wait_for_topic(&consumer, &s.kafka.brokers, &s.topics.features, wait)?;
+    let out_predictions = kafka::wait_for_topic(&consumer, &s.kafka.brokers, &s.topics.predictions, wait)?;
+    let out_dlq = kafka::wait_for_topic(&consumer, &s.kafka.brokers, &s.topics.dlq, wait)?;
+    let restored_inputs = restored.map(|r| r.inputs(&s.topics.features)).unwrap_or_default();
+    let reader = PartitionReader::new(
+        consumer,
+        &s.topics.features,
+        partitions,
+        index,
+        peers,
+        s.source.start,
+        restored_inputs,
+    )?;
+    let topics = SinkTopics::default()
+        .with(OutTopic::Predictions, &s.topics.predictions, out_predictions as i32)
+        .with(OutTopic::Dlq, &s.topics.dlq, out_dlq as i32);
+
+    // Output partitions this worker writes, and where records newer than the checkpoint may be.
+    let mut base: BTreeMap<String, BTreeMap<i32, i64>> = BTreeMap::new();
+    let mut scan: Vec<(String, i32, i64)> = Vec::new();
+    for (_, name, p) in topics.owned(index, peers) {
+        let from = restored.and_then(|r| r.outputs(&name).get(&p).copied());
+        if let Some(o) = from {
+            base.entry(name.clone()).or_default().insert(p, o);
+        }
+        scan.push((name, p, from.unwrap_or(0)));
+    }
+    let lineage = if ckpt { wait_for_lineage(&inference_dir(s))? } else { "unchecked".to_string() };
+    let published = if ckpt {
+        let readback = kafka::consumer(&s.kafka.brokers, &format!("{}-readback", s.kafka.group_id), &s.consumer_options())?;
+        let ids = sink::published_ids(&readback, &lineage, &scan, Duration::from_secs(300))?;
+        if !ids.is_empty() {
+            tracing::info!(
+                worker = index,
+                outputs = ids.len(),
+                "outputs published after the checkpoint will not be produced again"
+            );
+        }
+        ids
+    } else {
+        Default::default()
+    };
+    let producer = delivery_producer(&s.kafka.brokers, &s.producer_options())?;
+    let progress = Rc::new(RefCell::new(SinkProgress::restored(base)));
+    tracing::info!(worker = index, partitions = ?reader.partitions(), "worker ready");
+    let reader = Rc::new(RefCell::new(reader));
+
+    let every = s.checkpoint_every_epochs();
+    let mine = |station: &str| station_hash(station) % peers as u64 == index as u64;
+    let states_err = |e: checkpoint::CheckpointError| KafkaIoError::Restore(e.to_string());
+    let forecast_book = Rc::new(RefCell::new(SnapshotBook::default()));
+    let anomaly_book = Rc::new(RefCell::new(SnapshotBook::default()));
+    let forecast_ckpt = KeyedCheckpoint {
+        restored: restored
+            .map(|r| r.states(FORECAST_OP, mine))
+            .transpose()
+            .map_err(states_err)?
+            .unwrap_or_default(),
+        book: ckpt.then(|| forecast_book.clone()),
+        every,
+    };
+    let anomaly_ckpt = KeyedCheckpoint {
+        restored: restored
+            .map(|r| r.states(anomaly::OPERATOR_NAME, mine))
+            .transpose()
+            .map_err(states_err)?
+            .unwrap_or_default(),
+        book: ckpt.then(|| anomaly_book.clone()),
+        every,
+    };
+    let gate = if ckpt {
+        Gate(Rc::new(std::cell::Cell::new(
+            epoch_now(s.dataflow.epoch_ms) + s.checkpoint_lead_epochs(),
+        )))
+    } else {
+        Gate::open()
+    };
+    let checkpointer = ckpt.then(|| Checkpointer {
+        dir: inference_dir(s),
+        worker: index,
+        peers,
+        execution,
+        every,
+        lead: s.checkpoint_lead_epochs(),
+        retain: s.checkpoint.retain,
+        input_topic: s.topics.features.clone(),
+        reader: reader.clone(),
+        books: vec![(FORECAST_OP, forecast_book.clone()), (anomaly::OPERATOR_NAME, anomaly_book.clone())],
+        progress: progress.clone(),
+        gate: gate.clone(),
+        metrics: metrics.clone(),
+        last: 0,
+    });
+    let reader_handle = reader.clone();
+    let parts = InferenceParts {
+        source: KafkaSourceSpec {
+            topic: s.topics.features.clone(),
+            max_poll_records: s.source.max_poll_records,
+            start: s.source.start,
+            stop_at_end: s.source.stop_at_end,
+            epoch_ms: s.dataflow.epoch_ms,
+            metadata_refresh: Duration::from_millis(s.source.metadata_refresh_ms),
+            shutdown: shutdown.clone(),
+        },
+        reader,
+        gate,
+        checkpointing: ckpt,
+        sink: SinkParts {
+            lineage,
+            producer,
+            topics,
+            published,
+            progress,
+            metrics: metrics.clone(),
+        },
+        forecast: ForecastParams {
+            interval: s.models.interval,
+            fallback: FallbackParams::default(),
+            models: crate::models::serving::ModelSource::store(&s.models.dir, s.models.reload_ms),
+        },
+        forecast_ckpt,
+        anomaly: AnomalyParams::default(),
+        anomaly_ckpt,
+        metrics: metrics.clone(),
+    };
+    Ok(WorkerParts {
+        parts,
+        checkpointer,
+        reader: reader_handle,
+    })
+}
+
+/// Where the inference stage keeps its checkpoints.
+pub fn inference_dir(s: &Settings) -> std::path::PathBuf {
+    s.checkpoint.dir.join("inference")
+}
+
+/// The checkpoint directory's lineage (process 0 creates it before the cluster forms; the other
+/// processes may see the shared directory a moment later).
+pub(crate) fn wait_for_lineage(dir: &std::path::Path) -> Result<String, KafkaIoError> {
+    let start = Instant::now();
+    loop {
+        match checkpoint::lineage(dir, false) {
+            Ok(l) => return Ok(l),
+            Err(e) if start.elapsed() > Duration::from_secs(30) => return Err(KafkaIoError::Restore(e.to_string())),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
 }

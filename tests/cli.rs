@@ -19,8 +19,15 @@ fn demo_runs_to_the_end_on_the_embedded_broker() {
         stdout,
         String::from_utf8_lossy(&out.stderr)
     );
-    // All 26,115 NYC records plus the 3 injected malformed ones came out.
-    assert!(stdout.contains("published 26118, predictions 26115, dead letters 3"), "{stdout}");
+    // The 26,115 raw NYC readings, 3 injected malformed ones and 1 reading re-sent a week late
+    // were published; each hour of each station came out as a prediction (the features stage
+    // turns each hourly reading into its own window), the malformed ones as dead letters and the
+    // re-sent one on the late topic.
+    assert!(
+        stdout.contains("published 26119, predictions 26115, dead letters 3, late 1,"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("LATE         late_record:"), "and late records");
     assert!(stdout.contains("ANOMALY"), "the demo shows anomalies as they come");
     assert!(stdout.contains("DEAD LETTER  not_json"), "and dead letters");
     assert!(stdout.contains("forecast skill"), "and a skill summary");

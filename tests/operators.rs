@@ -13,6 +13,7 @@ use weatherflow::contract::{FeatureRecord, Prediction, SourcePosition};
 use weatherflow::kafka::{InputMessage, OutTopic};
 use weatherflow::metrics::Metrics;
 use weatherflow::operators::forecast::{ForecastParams, StationForecastState};
+use weatherflow::operators::keyed::KeyedCheckpoint;
 use weatherflow::operators::{dlq_headers, Accepted, ForecastTemperature, Forecasted, Outcome, ParseFeatures, ScoreAnomalies};
 
 /// NYC records as accepted input: two partitions (by station), offsets counted per partition,
@@ -46,6 +47,7 @@ fn sequential(records: &[Accepted]) -> Vec<(SourcePosition, Option<Prediction>)>
     let params = ForecastParams {
         interval: 0.9,
         fallback: Default::default(),
+        models: Default::default(),
     };
     let mut sorted = records.to_vec();
     sorted.sort_by_key(|a| (a.source.partition, a.source.offset));
@@ -115,10 +117,12 @@ fn dataflow(workers: usize, records: Vec<Accepted>, epoch_len: usize) -> (Vec<(S
                     ForecastParams {
                         interval: 0.9,
                         fallback: Default::default(),
+                        models: Default::default(),
                     },
                     m.clone(),
+                    KeyedCheckpoint::disabled(),
                 )
-                .score_anomalies(AnomalyParams::default(), 0.9, m)
+                .score_anomalies(AnomalyParams::default(), 0.9, m, KeyedCheckpoint::disabled())
                 .probe();
             out.capture_into(send);
             (input, probe)

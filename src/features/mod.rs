@@ -6,6 +6,7 @@
 //! feeds it one observation at a time, and [`hourly_features`] / [`features_in_input_order`] use
 //! it for batch aggregation (tests, training, the committed `data/features/*.jsonl` files).
 
+pub mod event_time;
 pub mod window;
 
 pub use window::{

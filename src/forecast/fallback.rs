@@ -283,6 +283,31 @@ impl FallbackForecaster {
         self.scale
     }
 
+    /// The current origin: hour index of the last accepted temperature (past the outlier gate)
+    /// and its deseasonalised anomaly `a`. Trained models read it as features.
+    pub fn origin(&self) -> Option<(i64, f64)> {
+        self.origin.map(|o| (o.hour, f64::from(o.anomaly)))
+    }
+
+    /// The slow level `L`, degC.
+    pub fn level(&self) -> f64 {
+        f64::from(self.level)
+    }
+
+    /// The diurnal profile `D[hod(hour)]` (mean 0 over the day), degC.
+    pub fn diurnal(&self, hour: i64) -> f64 {
+        f64::from(self.diurnal[hod(hour)])
+    }
+
+    /// Peak-to-trough amplitude of the diurnal profile, degC.
+    pub fn diurnal_range(&self) -> f64 {
+        let (lo, hi) = self
+            .diurnal
+            .iter()
+            .fold((f32::MAX, f32::MIN), |(lo, hi), &d| (lo.min(d), hi.max(d)));
+        f64::from(hi - lo).max(0.0)
+    }
+
     /// Point forecast from the current origin for `valid` hour, with its lead.
     fn point(&self, valid: i64) -> Option<(f64, i64)> {
         let o = self.origin?;

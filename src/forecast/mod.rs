@@ -8,10 +8,16 @@
 //! anomaly detector compares the observation with it), and whether its intervals are calibrated
 //! yet.
 //!
-//! Only one model lives here for now, [`fallback::FallbackForecaster`] (persistence + per-station
-//! diurnal cycle with online empirical intervals); see its module docs for the formulas.
+//! [`fallback::FallbackForecaster`] (persistence + per-station diurnal cycle with online empirical
+//! intervals) always runs; see its module docs for the formulas. [`trained::LinearPerLead`] (one
+//! smartcore model per lead, conformal intervals) is served instead when the model store offers
+//! one; it reads its features from the fallback's state and the model-agnostic
+//! [`history::RecentHistory`], so model versions can be switched without migrating state.
 
 pub mod fallback;
+pub mod features;
+pub mod history;
+pub mod trained;
 
 pub use fallback::{FallbackForecaster, FallbackParams};
 

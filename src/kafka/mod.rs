@@ -37,6 +37,12 @@ pub enum KafkaIoError {
     /// A topic did not appear in time.
     #[error("topic {topic} not found on {brokers} after {waited:?}; create it, or set topics.create = true")]
     TopicMissing { topic: String, brokers: String, waited: Duration },
+    /// Reading back the outputs of an earlier execution did not finish in time.
+    #[error("reading back published outputs did not reach the end within {waited:?}")]
+    ReadBack { waited: Duration },
+    /// A checkpoint could not be restored.
+    #[error("restoring the checkpoint: {0}")]
+    Restore(String),
     /// Creating a topic failed.
     #[error("creating topic {topic}: {message}")]
     CreateTopic { topic: String, message: String },

@@ -87,16 +87,21 @@ pub struct PartitionReader {
     next: BTreeMap<i32, Option<i64>>,
     /// Partitions that reported their end since their last message.
     at_end: BTreeMap<i32, bool>,
-    /// Next offsets reached in each epoch that is not yet acknowledged downstream.
+    /// Next offsets reached in each epoch that is not yet folded into `base`.
     pending: BTreeMap<u64, BTreeMap<i32, i64>>,
-    /// Offsets acknowledged but not yet committed.
-    to_commit: BTreeMap<i32, i64>,
+    /// Next offsets as of the last checkpointed (or, without checkpoints, acknowledged) epoch.
+    base: BTreeMap<i32, i64>,
+    /// `base` changed since the last commit to the consumer group.
+    uncommitted: bool,
+    /// Positions restored from a checkpoint (they override `start`).
+    restored: BTreeMap<i32, i64>,
     last_metadata: Instant,
 }
 
 impl PartitionReader {
     /// Creates the reader for worker `worker` of `peers`: reads the partition count and assigns
     /// this worker's share.
+    /// `restored` holds next offsets from a checkpoint; they win over `start`.
     pub fn new(
         consumer: WfConsumer,
         topic: &str,
@@ -104,6 +109,7 @@ impl PartitionReader {
         worker: usize,
         peers: usize,
         start: StartFrom,
+        restored: BTreeMap<i32, i64>,
     ) -> Result<Self, KafkaIoError> {
         let mut r = PartitionReader {
             consumer,
@@ -114,7 +120,9 @@ impl PartitionReader {
             next: BTreeMap::new(),
             at_end: BTreeMap::new(),
             pending: BTreeMap::new(),
-            to_commit: BTreeMap::new(),
+            base: BTreeMap::new(),
+            uncommitted: false,
+            restored,
             last_metadata: Instant::now(),
         };
         r.assign(partitions)?;
@@ -124,6 +132,11 @@ impl PartitionReader {
     /// The partitions this worker reads.
     pub fn partitions(&self) -> Vec<i32> {
         self.next.keys().copied().collect()
+    }
+
+    /// The consumer, read only (lag metrics read the high watermarks it cached from fetches).
+    pub fn consumer(&self) -> &WfConsumer {
+        &self.consumer
     }
 
     fn assign(&mut self, partitions: usize) -> Result<(), KafkaIoError> {
@@ -137,9 +150,15 @@ impl PartitionReader {
             StartFrom::Latest => Offset::End,
             _ => Offset::Beginning,
         };
-        if self.start == StartFrom::Committed {
+        for p in &new {
+            if let Some(o) = self.restored.get(p) {
+                starts.insert(*p, Offset::Offset(*o));
+            }
+        }
+        let unknown: Vec<i32> = new.iter().copied().filter(|p| !starts.contains_key(p)).collect();
+        if self.start == StartFrom::Committed && !unknown.is_empty() {
             let mut q = TopicPartitionList::new();
-            for p in &new {
+            for p in &unknown {
                 q.add_partition(&self.topic, *p);
             }
             let committed = self
@@ -155,6 +174,9 @@ impl PartitionReader {
         for p in &new {
             let s = *starts.get(p).unwrap_or(&default);
             self.next.insert(*p, if let Offset::Offset(o) = s { Some(o) } else { None });
+            if let Offset::Offset(o) = s {
+                self.base.insert(*p, o);
+            }
             self.at_end.insert(*p, false);
             tracing::info!(worker = self.worker, partition = *p, topic = %self.topic, start = ?s, "assigned partition");
         }
@@ -190,60 +212,76 @@ impl PartitionReader {
         self.at_end.values().all(|e| *e)
     }
 
-    /// Moves offsets of every epoch the acknowledgement frontier has passed into the commit set,
-    /// and commits them asynchronously (monitoring only; failures are logged, not fatal).
-    pub fn commit_acknowledged(&mut self, acked: &ProbeHandle<u64>) {
-        let done: Vec<u64> = self.pending.keys().copied().filter(|e| !acked.less_equal(e)).collect();
-        for e in done {
-            if let Some(offs) = self.pending.remove(&e) {
-                for (p, o) in offs {
-                    let slot = self.to_commit.entry(p).or_insert(o);
-                    *slot = (*slot).max(o);
-                }
+    /// Next offsets as of `epoch`: everything read in epochs `<= epoch`, on top of `base`.
+    pub fn positions_as_of(&self, epoch: u64) -> BTreeMap<i32, i64> {
+        let mut out = self.base.clone();
+        for offs in self.pending.range(..=epoch).map(|(_, m)| m) {
+            for (p, o) in offs {
+                let slot = out.entry(*p).or_insert(*o);
+                *slot = (*slot).max(*o);
             }
         }
-        if self.to_commit.is_empty() {
+        out
+    }
+
+    /// Folds epochs `<= epoch` into `base` (they are checkpointed, or acknowledged).
+    pub fn fold_through(&mut self, epoch: u64) {
+        let base = self.positions_as_of(epoch);
+        self.uncommitted |= base != self.base;
+        self.base = base;
+        self.pending = self.pending.split_off(&epoch.saturating_add(1));
+    }
+
+    /// Without checkpoints: folds every epoch the acknowledgement frontier has passed.
+    pub fn fold_acknowledged(&mut self, acked: &ProbeHandle<u64>) {
+        let done: Vec<u64> = self.pending.keys().copied().filter(|e| !acked.less_equal(e)).collect();
+        if let Some(last) = done.last() {
+            self.fold_through(*last);
+        }
+    }
+
+    /// Commits `base` to the consumer group (monitoring and `start = "committed"` only; the
+    /// checkpoint is the system of record). Failures are logged, not fatal.
+    pub fn commit(&mut self, mode: CommitMode) {
+        if !self.uncommitted || self.base.is_empty() {
             return;
         }
         let mut tpl = TopicPartitionList::new();
-        for (p, o) in &self.to_commit {
+        for (p, o) in &self.base {
             if tpl.add_partition_offset(&self.topic, *p, Offset::Offset(*o)).is_err() {
                 return;
             }
         }
-        match self.consumer.commit(&tpl, CommitMode::Async) {
-            Ok(()) => self.to_commit.clear(),
+        match self.consumer.commit(&tpl, mode) {
+            Ok(()) => self.uncommitted = false,
             Err(e) => tracing::warn!(worker = self.worker, error = %e, "offset commit failed; will retry"),
-        }
-    }
-
-    /// Final synchronous commit after the dataflow has drained (all outputs acknowledged).
-    pub fn commit_all_sync(&mut self) {
-        for (_, offs) in std::mem::take(&mut self.pending) {
-            for (p, o) in offs {
-                let slot = self.to_commit.entry(p).or_insert(o);
-                *slot = (*slot).max(o);
-            }
-        }
-        if self.to_commit.is_empty() {
-            return;
-        }
-        let mut tpl = TopicPartitionList::new();
-        for (p, o) in &self.to_commit {
-            let _ = tpl.add_partition_offset(&self.topic, *p, Offset::Offset(*o));
-        }
-        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Sync) {
-            tracing::warn!(worker = self.worker, error = %e, "final offset commit failed");
         }
     }
 }
 
+/// Flow control between the source and the checkpoint writer: the source reads no epoch beyond
+/// `limit` (the last durable checkpoint plus the allowed lead).
+#[derive(Clone, Debug)]
+pub struct Gate(pub Rc<std::cell::Cell<u64>>);
+
+impl Gate {
+    /// A gate that never closes.
+    pub fn open() -> Self {
+        Gate(Rc::new(std::cell::Cell::new(u64::MAX)))
+    }
+}
+
 /// Builds the source operator for this worker.
+///
+/// With `checkpointing`, offsets reach the consumer group only through the checkpoint writer;
+/// without it they are folded and committed here once acknowledged.
 pub fn kafka_source<'s>(
     scope: Scope<'s, u64>,
     spec: KafkaSourceSpec,
     reader: Rc<RefCell<PartitionReader>>,
     acked: ProbeHandle<u64>,
+    gate: Gate,
+    checkpointing: bool,
     metrics: Arc<Metrics>,
 ) -> StreamVec<'s, u64, InputMessage> {
     source(scope, "KafkaSource", move |capability, info| {
@@ -261,9 +299,13 @@ pub fn kafka_source<'s>(
             }
             reader.refresh_metadata(spec.metadata_refresh);
             let mut polled = 0;
+            let gated = epoch > gate.0.get();
+            if gated {
+                metrics.source_gated.fetch_add(1, Ordering::Relaxed);
+            }
             {
                 let mut session = output.session(&*c);
-                while polled < spec.max_poll_records {
+                while !gated && polled < spec.max_poll_records {
                     match reader.consumer.poll(Duration::ZERO) {
                         None => break,
                         Some(Ok(m)) => {
@@ -276,6 +318,7 @@ pub fn kafka_source<'s>(
                                 payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
                             });
                             metrics.records_in.fetch_add(1, Ordering::Relaxed);
+                            metrics.ops.record_in(worker, &spec.topic, p); // per-partition count (crate::ops)
                             drop(m);
                             reader.next.insert(p, Some(o + 1));
                             reader.at_end.insert(p, false);
@@ -298,7 +341,11 @@ pub fn kafka_source<'s>(
                     }
                 }
             }
-            reader.commit_acknowledged(&acked);
+            metrics.ops.sample_lag(worker, &spec.topic, &reader); // consumer lag (crate::ops)
+            if !checkpointing {
+                reader.fold_acknowledged(&acked);
+                reader.commit(CommitMode::Async);
+            }
             let finished = spec.shutdown.load(Ordering::Relaxed) || (spec.stop_at_end && reader.all_at_end());
             if finished {
                 tracing::info!(worker, partitions = ?reader.partitions(), "source finished; draining");

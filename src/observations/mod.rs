@@ -20,6 +20,7 @@
 //! therefore jumps forward or BACKWARD at month joins (5 backward jumps in the Greensboro file);
 //! see [`tmy3`].
 
+pub mod message;
 pub mod nyc;
 pub mod payerne;
 pub mod tmy3;

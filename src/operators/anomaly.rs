@@ -7,7 +7,10 @@
 //!
 //! The rules (see `crate::anomaly`) combine stateless plausibility checks with the station's own
 //! statistics and the forecaster's expectation for the window, so a spike is judged against what
-//! the station was expected to do, not against a fixed band.
+//! the station was expected to do, not against a fixed band. When a trained anomaly model is
+//! served, its verdict arrives with the forecast (computed by `ForecastTemperature`, which keeps
+//! the evidence state and picked the version for the epoch); the score is the larger of the two,
+//! the reasons those of both, and `model.anomaly` names both (e.g. `robust-iforest/v1+rules/v1`).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -15,29 +18,46 @@ use std::sync::Arc;
 use chrono::Utc;
 use timely::dataflow::StreamVec;
 
-use super::keyed::per_station;
+use super::keyed::{per_station, KeyedCheckpoint};
 use super::{Forecasted, Outcome};
 use crate::anomaly::rules::{self, AnomalyParams, StationAnomaly};
+use crate::anomaly::trained;
 use crate::contract::{ModelNames, Prediction};
 use crate::metrics::Metrics;
+
+/// Name of the operator (and of its state in checkpoints).
+pub const OPERATOR_NAME: &str = "ScoreAnomalies";
 
 /// Extension trait: score forecasts for anomalies.
 pub trait ScoreAnomalies<'s> {
     /// One `Outcome` per input.
-    fn score_anomalies(self, params: AnomalyParams, interval: f64, metrics: Arc<Metrics>) -> StreamVec<'s, u64, Outcome>;
+    fn score_anomalies(
+        self,
+        params: AnomalyParams,
+        interval: f64,
+        metrics: Arc<Metrics>,
+        ckpt: KeyedCheckpoint<StationAnomaly>,
+    ) -> StreamVec<'s, u64, Outcome>;
 }
 
 impl<'s> ScoreAnomalies<'s> for StreamVec<'s, u64, Forecasted> {
-    fn score_anomalies(self, params: AnomalyParams, interval: f64, metrics: Arc<Metrics>) -> StreamVec<'s, u64, Outcome> {
+    fn score_anomalies(
+        self,
+        params: AnomalyParams,
+        interval: f64,
+        metrics: Arc<Metrics>,
+        ckpt: KeyedCheckpoint<StationAnomaly>,
+    ) -> StreamVec<'s, u64, Outcome> {
         per_station(
             self,
-            "ScoreAnomalies",
+            OPERATOR_NAME,
+            ckpt,
             move |_station| StationAnomaly::new(&params),
             move |state: &mut StationAnomaly, f: Forecasted, out: &mut Vec<Outcome>| {
                 out.push(match f {
                     Forecasted::Stale(s) => Outcome::Stale(s),
                     Forecasted::Made(f) => {
-                        let anomaly = state.assess(&f.record, f.expected);
+                        let anomaly = trained::combine(state.assess(&f.record, f.expected), f.anomaly_verdict.as_ref());
                         if anomaly.is_anomaly {
                             metrics.anomalies.fetch_add(1, Ordering::Relaxed);
                         }
@@ -48,7 +68,10 @@ impl<'s> ScoreAnomalies<'s> for StreamVec<'s, u64, Forecasted> {
                             issued_at: Utc::now(),
                             model: ModelNames {
                                 forecast: f.model,
-                                anomaly: rules::NAME.to_string(),
+                                anomaly: match &f.anomaly_verdict {
+                                    Some(v) => format!("{}+{}", v.model, rules::NAME),
+                                    None => rules::NAME.to_string(),
+                                },
                             },
                             interval,
                             forecast: f.points,

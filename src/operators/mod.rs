@@ -10,6 +10,7 @@ pub mod anomaly;
 pub mod forecast;
 pub mod keyed;
 pub mod parse;
+pub mod window;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -65,6 +66,9 @@ pub struct Forecast {
     pub expected: Option<Expectation>,
     /// Name/version of the forecasting model.
     pub model: String,
+    /// The served trained anomaly model's verdict (`None`: rules only).
+    #[serde(default)]
+    pub anomaly_verdict: Option<crate::anomaly::trained::ModelVerdict>,
 }
 
 /// Output of the forecasting operator.
@@ -115,10 +119,17 @@ pub mod dlq_headers {
     pub const OFFSET: &str = "weatherflow.source.offset";
 }
 
+/// The deterministic id of the output answering the input at `pos` (each input message yields
+/// exactly one output: a prediction or a dead letter).
+pub fn output_id(pos: SourcePosition) -> String {
+    format!("{}:{}", pos.partition, pos.offset)
+}
+
 /// A dead letter: the original key and bytes, the reason and the source position in headers.
 pub fn dead_letter(source_topic: &str, pos: SourcePosition, key: Option<Vec<u8>>, payload: Vec<u8>, why: &Rejection) -> OutRecord {
     OutRecord {
         topic: OutTopic::Dlq,
+        id: output_id(pos),
         key,
         payload,
         headers: vec![
@@ -136,6 +147,10 @@ pub fn encode(outcome: Outcome, source_topic: &str) -> OutRecord {
     match outcome {
         Outcome::Predicted(p) => OutRecord {
             topic: OutTopic::Predictions,
+            id: match p.source {
+                Some(pos) => output_id(pos),
+                None => format!("{}@{}", p.station_id, p.window_end.timestamp()),
+            },
             key: Some(p.station_id.as_bytes().to_vec()),
             // Serialising our own types cannot fail (string keys, finite or null numbers).
             payload: serde_json::to_vec(&p).unwrap_or_default(),

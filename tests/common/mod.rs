@@ -84,11 +84,15 @@ start = "earliest"
 [dataflow]
 epoch_ms = 50
 log_every_s = 0
+[checkpoint]
+dir = "{ckpt}"
+interval_ms = 200
 "#,
         addrs = addrs.join(", "),
         group = unique("group"),
         f = t.features,
         d = t.dlq,
+        ckpt = dir.join(unique(&format!("{name}-ckpt"))).display(),
     );
     std::fs::File::create(&path).unwrap().write_all(text.as_bytes()).unwrap();
     path

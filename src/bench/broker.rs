@@ -1,0 +1,377 @@
+//! End-to-end throughput through the real broker, against a passthrough job on the same broker
+//! and data, plus consume-only and produce-only baselines, all in the same run.
+//!
+//! ```text
+//!   prefill: dataset ──producer (partition = crc32(station) mod 4, librdkafka's default)──> <run>-features
+//!   passthrough (W threads, partition p on thread p mod W):
+//!        consume ──> produce the same number of output bytes (each input's real prediction size,
+//!                    same key, the sink's partition fnv1a(key) mod 4, id header) ──> wait for every ack
+//!                    no parsing, no compute
+//!   weatherflow (runner in-process, W workers, --until-end), checkpointing on / off
+//!        time from the first record read (metrics.records_in > 0) to the last output acknowledged
+//!   consume-only: read the input to its end;  produce-only: the outputs' bytes, acknowledged
+//! ```
+//!
+//! Output topics are deleted after each run (the test broker keeps everything in memory).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::consumer::Consumer;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use serde::Serialize;
+
+use super::cluster::unique;
+use super::data::Dataset;
+use super::stats::{CpuMeter, CpuUsage};
+use crate::config::Settings;
+use crate::kafka::assign::station_hash;
+use crate::kafka::sink::ID_HEADER;
+use crate::kafka::{self, KafkaIoError};
+use crate::metrics::Metrics;
+use crate::runner;
+
+/// One timed run through the broker.
+#[derive(Clone, Debug, Serialize)]
+pub struct BrokerRun {
+    /// What ran: `passthrough`, `weatherflow`, `weatherflow+checkpoints`, `consume-only`, `produce-only`.
+    pub job: String,
+    /// Records.
+    pub records: u64,
+    /// From the first record read to the last output acknowledged, s.
+    pub seconds: f64,
+    /// Records per second over `seconds`.
+    pub rate: f64,
+    /// Including client start-up (and for weatherflow: topic checks, restore, final checkpoint), s.
+    pub wall_seconds: f64,
+    /// Checkpoints written (weatherflow with checkpoints).
+    pub checkpoints: u64,
+    /// CPU used by this process, the broker and others over the whole run.
+    pub cpu: CpuUsage,
+}
+
+/// Counts delivery reports.
+#[derive(Default)]
+pub struct AckCounter {
+    /// Acknowledged.
+    pub acked: AtomicU64,
+    /// Failed after librdkafka's retries.
+    pub failed: AtomicU64,
+}
+
+impl ClientContext for AckCounter {}
+
+impl ProducerContext for AckCounter {
+    type DeliveryOpaque = ();
+    fn delivery(&self, r: &DeliveryResult<'_>, _: ()) {
+        match r {
+            Ok(_) => self.acked.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self.failed.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+}
+
+fn producer(brokers: &str, options: &BTreeMap<String, String>) -> Result<BaseProducer<AckCounter>, KafkaIoError> {
+    kafka::client_config(brokers, options)
+        .create_with_context(AckCounter::default())
+        .map_err(|source| KafkaIoError::Client { context: "creating bench producer".into(), source })
+}
+
+/// Sends, retrying while librdkafka's queue is full.
+fn send<'a>(p: &BaseProducer<AckCounter>, mut rec: BaseRecord<'a, [u8], [u8]>) -> Result<(), KafkaIoError> {
+    loop {
+        match p.send(rec) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                rec = r;
+                p.poll(Duration::from_millis(1));
+            }
+            Err((source, _)) => return Err(KafkaIoError::Client { context: "bench produce".into(), source }),
+        }
+    }
+}
+
+/// Waits until every sent record is acknowledged or failed; returns the failures.
+fn drain(p: &BaseProducer<AckCounter>, sent: u64, patience: Duration) -> Result<u64, String> {
+    let start = Instant::now();
+    loop {
+        let c = p.context();
+        let (a, f) = (c.acked.load(Ordering::Relaxed), c.failed.load(Ordering::Relaxed));
+        if a + f >= sent {
+            return Ok(f);
+        }
+        if start.elapsed() > patience {
+            return Err(format!("only {a} of {sent} records acknowledged after {patience:?}"));
+        }
+        p.poll(Duration::from_millis(1));
+    }
+}
+
+/// Creates `topic` and publishes the dataset into it, partition by partition as generated.
+pub fn prefill(brokers: &str, options: &BTreeMap<String, String>, topic: &str, data: &Dataset) -> Result<f64, String> {
+    kafka::ensure_topics(brokers, &BTreeMap::new(), &[topic], data.by_partition.len() as i32, 1).map_err(|e| e.to_string())?;
+    let p = producer(brokers, options).map_err(|e| e.to_string())?;
+    let start = Instant::now();
+    for (part, msgs) in data.by_partition.iter().enumerate() {
+        for m in msgs {
+            send(&p, BaseRecord::to(topic).partition(part as i32).key(&m.key[..]).payload(&m.payload[..])).map_err(|e| e.to_string())?;
+            p.poll(Duration::ZERO);
+        }
+    }
+    let failed = drain(&p, data.records as u64, Duration::from_secs(300))?;
+    if failed > 0 {
+        return Err(format!("prefill: {failed} records failed"));
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+/// Deletes topics (best effort: logs and carries on where the broker refuses).
+pub fn delete_topics(brokers: &str, topics: &[&str]) {
+    let admin: Result<AdminClient<DefaultClientContext>, _> = kafka::client_config(brokers, &BTreeMap::new()).create();
+    let Ok(admin) = admin else { return };
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    match futures_executor::block_on(admin.delete_topics(topics, &opts)) {
+        Ok(results) => {
+            for r in results {
+                if let Err((t, code)) = r {
+                    tracing::warn!(topic = %t, %code, "bench: could not delete topic");
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "bench: delete topics failed"),
+    }
+}
+
+/// The passthrough job on `workers` threads: consume `input`, produce `sizes[p][o]` bytes per
+/// record to `output`, wait for every ack.
+pub fn passthrough(s: &Settings, input: &str, output: &str, sizes: &Arc<Vec<Vec<u32>>>, workers: usize) -> Result<BrokerRun, String> {
+    let partitions = sizes.len();
+    kafka::ensure_topics(&s.kafka.brokers, &BTreeMap::new(), &[output], partitions as i32, 1).map_err(|e| e.to_string())?;
+    let max = sizes.iter().flatten().copied().max().unwrap_or(0) as usize;
+    let filler: Arc<Vec<u8>> = Arc::new((0..max).map(|i| b'a' + (i % 26) as u8).collect());
+    let wall = Instant::now();
+    let meter = CpuMeter::start();
+    let group = unique("passthrough");
+    let threads: Vec<_> = (0..workers.max(1))
+        .map(|w| {
+            let (b, copts, popts) = (s.kafka.brokers.clone(), s.consumer_options(), s.producer_options());
+            let (input, output, sizes, filler, group) = (input.to_string(), output.to_string(), sizes.clone(), filler.clone(), group.clone());
+            let mine: Vec<i32> = (0..partitions).filter(|p| p % workers.max(1) == w).map(|p| p as i32).collect();
+            std::thread::spawn(move || pass_thread(&b, &copts, &popts, &group, &input, &output, &mine, &sizes, &filler))
+        })
+        .collect();
+    let mut spans = Vec::new();
+    for t in threads {
+        spans.push(t.join().map_err(|_| "passthrough thread panicked".to_string())??);
+    }
+    let first = spans.iter().filter_map(|s| s.0).min();
+    let last = spans.iter().map(|s| s.1).max();
+    let records: u64 = spans.iter().map(|s| s.2).sum();
+    let seconds = match (first, last) {
+        (Some(f), Some(l)) => (l - f).as_secs_f64(),
+        _ => f64::NAN,
+    };
+    Ok(BrokerRun {
+        job: "passthrough".into(),
+        records,
+        seconds,
+        rate: records as f64 / seconds,
+        wall_seconds: wall.elapsed().as_secs_f64(),
+        checkpoints: 0,
+        cpu: meter.stop(),
+    })
+}
+
+type Span = (Option<Instant>, Instant, u64);
+
+#[allow(clippy::too_many_arguments)]
+fn pass_thread(
+    brokers: &str,
+    copts: &BTreeMap<String, String>,
+    popts: &BTreeMap<String, String>,
+    group: &str,
+    input: &str,
+    output: &str,
+    mine: &[i32],
+    sizes: &[Vec<u32>],
+    filler: &[u8],
+) -> Result<Span, String> {
+    let c = kafka::consumer(brokers, group, copts).map_err(|e| e.to_string())?;
+    let p = producer(brokers, popts).map_err(|e| e.to_string())?;
+    let out_partitions = sizes.len().max(1) as u64;
+    let mut tpl = TopicPartitionList::new();
+    let mut at_end: BTreeMap<i32, bool> = BTreeMap::new();
+    for part in mine {
+        tpl.add_partition_offset(input, *part, Offset::Beginning).map_err(|e| e.to_string())?;
+        at_end.insert(*part, sizes[*part as usize].is_empty());
+    }
+    if mine.is_empty() {
+        return Ok((None, Instant::now(), 0));
+    }
+    c.assign(&tpl).map_err(|e| e.to_string())?;
+    let (mut first, mut sent) = (None, 0u64);
+    let mut id = String::new();
+    while at_end.values().any(|e| !e) {
+        let mut n = 0;
+        while n < 1000 {
+            match c.poll(Duration::ZERO) {
+                None => break,
+                Some(Ok(m)) => {
+                    first.get_or_insert_with(Instant::now);
+                    let (part, off) = (m.partition(), m.offset());
+                    at_end.insert(part, false);
+                    let len = sizes[part as usize].get(off as usize).copied().unwrap_or(0) as usize;
+                    id.clear();
+                    use std::fmt::Write;
+                    let _ = write!(id, "{part}:{off}");
+                    let headers = OwnedHeaders::new_with_capacity(1).insert(Header { key: ID_HEADER, value: Some(id.as_bytes()) });
+                    // The partition weatherflow's sink chooses: FNV-1a of the key.
+                    let key = m.key().unwrap_or_default();
+                    let out_part = (station_hash(&String::from_utf8_lossy(key)) % out_partitions) as i32;
+                    let rec = BaseRecord::to(output).partition(out_part).key(key).payload(&filler[..len]).headers(headers);
+                    send(&p, rec).map_err(|e| e.to_string())?;
+                    sent += 1;
+                    n += 1;
+                }
+                Some(Err(KafkaError::PartitionEOF(part))) => {
+                    at_end.insert(part, true);
+                }
+                Some(Err(e)) => tracing::warn!(error = %e, "passthrough: consumer error"),
+            }
+        }
+        p.poll(if n == 0 { Duration::from_millis(1) } else { Duration::ZERO });
+    }
+    let failed = drain(&p, sent, Duration::from_secs(300))?;
+    if failed > 0 {
+        return Err(format!("passthrough: {failed} deliveries failed"));
+    }
+    Ok((first, Instant::now(), sent))
+}
+
+/// Runs weatherflow in this process on settings `s` (with `stop_at_end`) over a pre-filled input
+/// of `expected` records.
+pub fn weatherflow(s: &Settings, expected: u64) -> Result<BrokerRun, String> {
+    let metrics = Arc::new(Metrics::default());
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let wall = Instant::now();
+    let meter = CpuMeter::start();
+    let handle = {
+        let (s, m, sd) = (s.clone(), metrics.clone(), shutdown.clone());
+        std::thread::spawn(move || runner::run_process_with(&s, 0, sd, m).map_err(|e| e.to_string()))
+    };
+    let (mut first, mut last) = (None, None);
+    while !handle.is_finished() {
+        let snap = metrics.snapshot();
+        if first.is_none() && snap.records_in > 0 {
+            first = Some(Instant::now());
+        }
+        if last.is_none() && snap.predictions_acked + snap.dlq_acked >= expected {
+            last = Some(Instant::now());
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let snap = handle.join().map_err(|_| "runner thread panicked".to_string())??;
+    let done = snap.predictions_acked + snap.dlq_acked;
+    if done != expected {
+        return Err(format!("weatherflow answered {done} of {expected} records"));
+    }
+    let last = last.unwrap_or_else(Instant::now);
+    let seconds = first.map(|f| (last - f).as_secs_f64()).unwrap_or(f64::NAN);
+    Ok(BrokerRun {
+        job: if s.checkpoint.enabled { "weatherflow+checkpoints" } else { "weatherflow" }.into(),
+        records: expected,
+        seconds,
+        rate: expected as f64 / seconds,
+        wall_seconds: wall.elapsed().as_secs_f64(),
+        checkpoints: snap.checkpoints,
+        cpu: meter.stop(),
+    })
+}
+
+/// Reads `topic` to its end on one consumer.
+pub fn consume_only(s: &Settings, topic: &str, partitions: usize) -> Result<BrokerRun, String> {
+    let wall = Instant::now();
+    let meter = CpuMeter::start();
+    let c = kafka::consumer(&s.kafka.brokers, &unique("consume"), &s.consumer_options()).map_err(|e| e.to_string())?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions as i32 {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).map_err(|e| e.to_string())?;
+    }
+    c.assign(&tpl).map_err(|e| e.to_string())?;
+    let mut at_end = vec![false; partitions];
+    let (mut first, mut n, mut bytes) = (None, 0u64, 0usize);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while at_end.iter().any(|e| !e) && Instant::now() < deadline {
+        match c.poll(Duration::from_millis(1)) {
+            None => {}
+            Some(Ok(m)) => {
+                first.get_or_insert_with(Instant::now);
+                at_end[m.partition() as usize] = false;
+                bytes += m.payload().map_or(0, <[u8]>::len);
+                n += 1;
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => at_end[p as usize] = true,
+            Some(Err(e)) => tracing::warn!(error = %e, "consume-only: consumer error"),
+        }
+    }
+    std::hint::black_box(bytes);
+    let seconds = first.map(|f| f.elapsed().as_secs_f64()).unwrap_or(f64::NAN);
+    Ok(BrokerRun {
+        job: "consume-only".into(),
+        records: n,
+        seconds,
+        rate: n as f64 / seconds,
+        wall_seconds: wall.elapsed().as_secs_f64(),
+        checkpoints: 0,
+        cpu: meter.stop(),
+    })
+}
+
+/// Produces records of the outputs' sizes (keys and partitions of the inputs) and waits for
+/// every acknowledgement, on one producer.
+pub fn produce_only(s: &Settings, data: &Dataset, sizes: &[Vec<u32>], topic: &str) -> Result<BrokerRun, String> {
+    kafka::ensure_topics(&s.kafka.brokers, &BTreeMap::new(), &[topic], sizes.len() as i32, 1).map_err(|e| e.to_string())?;
+    let wall = Instant::now();
+    let meter = CpuMeter::start();
+    let p = producer(&s.kafka.brokers, &s.producer_options()).map_err(|e| e.to_string())?;
+    let max = sizes.iter().flatten().copied().max().unwrap_or(0) as usize;
+    let filler: Vec<u8> = (0..max).map(|i| b'a' + (i % 26) as u8).collect();
+    let start = Instant::now();
+    let mut sent = 0u64;
+    let mut id = String::new();
+    for (part, msgs) in data.by_partition.iter().enumerate() {
+        for (off, m) in msgs.iter().enumerate() {
+            use std::fmt::Write;
+            id.clear();
+            let _ = write!(id, "{part}:{off}");
+            let headers = OwnedHeaders::new_with_capacity(1).insert(Header { key: ID_HEADER, value: Some(id.as_bytes()) });
+            let len = sizes[part][off] as usize;
+            let out_part = (station_hash(&String::from_utf8_lossy(&m.key)) % sizes.len().max(1) as u64) as i32;
+            let rec = BaseRecord::to(topic).partition(out_part).key(&m.key[..]).payload(&filler[..len]).headers(headers);
+            send(&p, rec).map_err(|e| e.to_string())?;
+            sent += 1;
+            p.poll(Duration::ZERO);
+        }
+    }
+    let failed = drain(&p, sent, Duration::from_secs(300))?;
+    if failed > 0 {
+        return Err(format!("produce-only: {failed} deliveries failed"));
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(BrokerRun {
+        job: "produce-only".into(),
+        records: sent,
+        seconds,
+        rate: sent as f64 / seconds,
+        wall_seconds: wall.elapsed().as_secs_f64(),
+        checkpoints: 0,
+        cpu: meter.stop(),
+    })
+}

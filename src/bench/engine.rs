@@ -1,0 +1,237 @@
+//! Engine-only throughput and the serde limit.
+//!
+//! ```text
+//!  engine:  memory (per partition, worker p mod W) ──InputMessage──> ParseFeatures ─┬─> ForecastTemperature
+//!           ──> ScoreAnomalies ──> encode ──concat(dead letters)──> CountingSink (exchanged by output
+//!           partition, like KafkaSink; counts records and bytes)      on timely Config::process(W)
+//!  serde:   the same input bytes ──serde_json::from_slice::<FeatureRecord>──> (timed)
+//!           the same predictions ──serde_json::to_vec──> (timed)            one thread, nothing else
+//! ```
+//!
+//! The engine runs the real operators of `dataflows/inference.rs`; only the Kafka source and sink
+//! are replaced. Input is fed in epochs of `epoch_records` records, at most [`IN_FLIGHT`] epochs
+//! ahead of the sink's frontier (bounded memory, like the source's bounded polling).
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::core::Concat;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::{Input, Map};
+use timely::dataflow::operators::Probe;
+use timely::dataflow::{ProbeHandle, StreamVec};
+
+use super::data::Dataset;
+use super::model::Sequential;
+use super::stats::{CpuMeter, CpuUsage};
+use crate::anomaly::rules::AnomalyParams;
+use crate::contract::{FeatureRecord, SourcePosition};
+use crate::kafka::sink::{OutTopic, SinkTopics};
+use crate::kafka::{InputMessage, OutRecord};
+use crate::metrics::Metrics;
+use crate::models::serving::{ModelSource, Serving};
+use crate::operators::forecast::ForecastParams;
+use crate::operators::keyed::KeyedCheckpoint;
+use crate::operators::{encode, Accepted, ForecastTemperature, Outcome, ParseFeatures, ScoreAnomalies};
+
+/// Epochs the input may run ahead of the sink.
+pub const IN_FLIGHT: u64 = 2;
+/// Name of the input topic in dead letters and ids (nothing is read from Kafka).
+const TOPIC: &str = "bench-features";
+
+/// One engine-only run.
+#[derive(Clone, Debug, Serialize)]
+pub struct EngineRun {
+    /// Worker threads.
+    pub workers: usize,
+    /// Records in (and outputs counted).
+    pub records: u64,
+    /// Output payload bytes counted by the sink.
+    pub output_bytes: u64,
+    /// Wall time, s.
+    pub seconds: f64,
+    /// Records per second.
+    pub rate: f64,
+    /// CPU used by this process and by others meanwhile.
+    pub cpu: CpuUsage,
+}
+
+/// Output counters of the counting sink.
+#[derive(Debug, Default)]
+struct Counts {
+    records: AtomicU64,
+    bytes: AtomicU64,
+}
+
+fn forecast_params(models: &ModelSource) -> ForecastParams {
+    ForecastParams {
+        interval: 0.9,
+        fallback: Default::default(),
+        models: models.clone(),
+    }
+}
+
+/// Runs the inference operators over `data` on `workers` workers.
+pub fn run(data: &Arc<Dataset>, workers: usize, models: &ModelSource, epoch_records: usize) -> Result<EngineRun, String> {
+    let counts = Arc::new(Counts::default());
+    let (d, c, models) = (data.clone(), counts.clone(), models.clone());
+    let partitions = data.by_partition.len();
+    let per_partition = (epoch_records / partitions).max(1);
+    let start = Instant::now();
+    let meter = CpuMeter::start();
+    let guards = timely::execute(timely::Config::process(workers), move |worker| {
+        let (index, peers) = (worker.index(), worker.peers());
+        let metrics = Arc::new(Metrics::default());
+        let params = forecast_params(&models);
+        let (c, topics) = (c.clone(), SinkTopics::default().with(OutTopic::Predictions, "p", partitions as i32).with(OutTopic::Dlq, "d", partitions as i32));
+        let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
+            let (input, stream) = scope.new_input::<InputMessage>();
+            let (accepted, dead) = stream.parse_features(TOPIC.into(), metrics.clone());
+            let encoded = accepted
+                .forecast_temperature(params, metrics.clone(), KeyedCheckpoint::disabled())
+                .score_anomalies(AnomalyParams::default(), 0.9, metrics.clone(), KeyedCheckpoint::disabled())
+                .map(|o| encode(o, TOPIC))
+                .concat(dead);
+            (input, counting_sink(encoded, topics, c))
+        });
+        let mine: Vec<usize> = (0..partitions).filter(|p| p % peers == index).collect();
+        let mut cursor = vec![0usize; mine.len()];
+        let mut epoch = 0u64;
+        loop {
+            let mut sent = false;
+            for (i, &p) in mine.iter().enumerate() {
+                let msgs = &d.by_partition[p];
+                let end = (cursor[i] + per_partition).min(msgs.len());
+                for (o, m) in msgs.iter().enumerate().take(end).skip(cursor[i]) {
+                    input.send(InputMessage {
+                        partition: p as i32,
+                        offset: o as i64,
+                        key: Some(m.key.clone()),
+                        payload: m.payload.clone(),
+                    });
+                    sent = true;
+                }
+                cursor[i] = end;
+            }
+            if !sent {
+                break;
+            }
+            epoch += 1;
+            input.advance_to(epoch);
+            while probe.less_than(&epoch.saturating_sub(IN_FLIGHT)) {
+                worker.step_or_park(Some(Duration::from_millis(1)));
+            }
+        }
+        input.close();
+        while !probe.done() {
+            worker.step_or_park(Some(Duration::from_millis(1)));
+        }
+    })?;
+    for r in guards.join() {
+        r?;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let cpu = meter.stop();
+    let records = counts.records.load(Ordering::Relaxed);
+    if records != data.records as u64 {
+        return Err(format!("engine run lost records: {records} out of {} in", data.records));
+    }
+    Ok(EngineRun {
+        workers,
+        records,
+        output_bytes: counts.bytes.load(Ordering::Relaxed),
+        seconds,
+        rate: records as f64 / seconds,
+        cpu,
+    })
+}
+
+/// Counts records and payload bytes, exchanged by output partition exactly like `KafkaSink`.
+fn counting_sink<'s>(stream: StreamVec<'s, u64, OutRecord>, topics: SinkTopics, counts: Arc<Counts>) -> ProbeHandle<u64> {
+    let route = topics.clone();
+    let exchange = Exchange::new(move |r: &OutRecord| (r.topic as u64) * 7919 + route.partition(r) as u64);
+    let probe = ProbeHandle::new();
+    stream
+        .unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(exchange, "CountingSink", move |_cap, _info| {
+            move |(input, _frontier), _output| {
+                let (mut n, mut bytes) = (0u64, 0u64);
+                input.for_each(|_cap, data| {
+                    for r in data.drain(..) {
+                        n += 1;
+                        bytes += (r.payload.len() + r.key.as_ref().map_or(0, Vec::len) + r.id.len()) as u64;
+                        black_box(&r);
+                    }
+                });
+                counts.records.fetch_add(n, Ordering::Relaxed);
+                counts.bytes.fetch_add(bytes, Ordering::Relaxed);
+            }
+        })
+        .probe_with(&probe);
+    probe
+}
+
+/// One measurement of the serde limit.
+#[derive(Clone, Debug, Serialize)]
+pub struct SerdeRun {
+    /// Records parsed and predictions serialised.
+    pub records: u64,
+    /// Time parsing inputs (`serde_json::from_slice::<FeatureRecord>`), s.
+    pub parse_seconds: f64,
+    /// Time serialising predictions (`serde_json::to_vec(&Prediction)`), s.
+    pub serialise_seconds: f64,
+    /// Serialised output bytes.
+    pub output_bytes: u64,
+    /// Records per second through both (one thread).
+    pub rate: f64,
+    /// CPU used by this process and by others meanwhile.
+    pub cpu: CpuUsage,
+}
+
+/// Parses every input and serialises every prediction of `data` (computed untimed, chunk by
+/// chunk, by the sequential operator logic), timing only the serde work.
+pub fn serde_limit(data: &Dataset, chunk: usize) -> SerdeRun {
+    let meter = CpuMeter::start();
+    let mut seq = Sequential::new(forecast_params(&ModelSource::fallback_only()), Serving::default());
+    let all: Vec<(i32, i64, &super::data::Message)> = data.iter().collect();
+    let (mut parse, mut ser, mut bytes) = (Duration::ZERO, Duration::ZERO, 0u64);
+    for part in all.chunks(chunk.max(1)) {
+        let mut outputs = Vec::with_capacity(part.len());
+        for (p, o, m) in part {
+            // Benchmark input is generated valid; a failure here would be a bug in data.rs.
+            let Ok(record) = FeatureRecord::parse(&m.payload) else { continue };
+            let f = seq.forecast(Accepted {
+                record,
+                source: SourcePosition { partition: *p, offset: *o },
+            });
+            if let Outcome::Predicted(pr) = seq.score(f) {
+                outputs.push(pr);
+            }
+        }
+        let t = Instant::now();
+        for (_, _, m) in part {
+            black_box(serde_json::from_slice::<FeatureRecord>(black_box(&m.payload)).ok());
+        }
+        parse += t.elapsed();
+        let t = Instant::now();
+        for pr in &outputs {
+            let v = serde_json::to_vec(black_box(pr)).unwrap_or_default();
+            bytes += v.len() as u64;
+            black_box(v);
+        }
+        ser += t.elapsed();
+    }
+    let records = all.len() as u64;
+    SerdeRun {
+        records,
+        parse_seconds: parse.as_secs_f64(),
+        serialise_seconds: ser.as_secs_f64(),
+        output_bytes: bytes,
+        rate: records as f64 / (parse + ser).as_secs_f64(),
+        cpu: meter.stop(),
+    }
+}

@@ -1,0 +1,250 @@
+//! Latency at a fixed offered load: from a feature record handed to the producer to its
+//! prediction visible on the predictions topic, with the runner in this process.
+//!
+//! ```text
+//!   generator (paced: record i at t0 + i/rate) ──produce, opaque = send time (µs)──> <run>-features
+//!        delivery report: (partition, offset) -> send time
+//!   weatherflow (runner in-process, streaming, checkpointing on or off)
+//!   reader (fetch.wait.max.ms = 1) <── <run>-predictions: id header "partition:offset" -> arrival time (µs)
+//!   latency = arrival - send, for records sent after the warm-up records came out
+//! ```
+//!
+//! This bounds "feature arrival to prediction acknowledged" from above: it also counts the
+//! generator's own produce request and the reader's fetch (both about a millisecond here).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::Consumer;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Headers;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use serde::Serialize;
+
+use super::cluster::{unique, ClusterSpec};
+use super::data::Dataset;
+use super::stats::{now_us, percentile};
+use crate::kafka::sink::ID_HEADER;
+use crate::kafka::{self};
+use crate::metrics::Metrics;
+use crate::runner;
+
+/// Records sent (and answered) before timing starts.
+const WARMUP_RECORDS: usize = 200;
+
+/// One latency run.
+#[derive(Clone, Debug, Serialize)]
+pub struct LatencyRun {
+    /// Checkpointing on.
+    pub checkpoint: bool,
+    /// Epoch length, ms.
+    pub epoch_ms: u64,
+    /// Workers.
+    pub workers: usize,
+    /// Offered load, records/s.
+    pub offered_rate: f64,
+    /// Load actually sent, records/s.
+    pub sent_rate: f64,
+    /// Records timed.
+    pub measured: u64,
+    /// Timed records whose prediction did not appear.
+    pub missing: u64,
+    /// Median, ms.
+    pub p50_ms: f64,
+    /// 90th percentile, ms.
+    pub p90_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// Maximum, ms.
+    pub max_ms: f64,
+    /// Checkpoints written during the run.
+    pub checkpoints: u64,
+}
+
+/// Records (partition, offset, send time) of acknowledged input.
+#[derive(Default)]
+struct SentLog {
+    sent: Mutex<Vec<(i32, i64, u64)>>,
+    failed: AtomicU64,
+}
+
+impl ClientContext for SentLog {}
+
+impl ProducerContext for SentLog {
+    type DeliveryOpaque = usize;
+    fn delivery(&self, r: &DeliveryResult<'_>, sent_us: usize) {
+        match r {
+            Ok(m) => {
+                if let Ok(mut v) = self.sent.lock() {
+                    v.push((m.partition(), m.offset(), sent_us as u64));
+                }
+            }
+            Err(_) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Arrival times by output id, filled by the reader thread.
+type Arrivals = Arc<Mutex<HashMap<String, u64>>>;
+
+fn reader(brokers: String, topic: String, partitions: usize, arrivals: Arrivals, stop: Arc<AtomicBool>) -> Result<(), String> {
+    let opts = std::collections::BTreeMap::from([("fetch.wait.max.ms".to_string(), "1".to_string())]);
+    let c = kafka::consumer(&brokers, &unique("latency-reader"), &opts).map_err(|e| e.to_string())?;
+    kafka::wait_for_topic(&c, &brokers, &topic, Duration::from_secs(60)).map_err(|e| e.to_string())?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions as i32 {
+        tpl.add_partition_offset(&topic, p, Offset::Beginning).map_err(|e| e.to_string())?;
+    }
+    c.assign(&tpl).map_err(|e| e.to_string())?;
+    while !stop.load(Ordering::Relaxed) {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(5)) {
+            let t = now_us();
+            let id = m.headers().and_then(|h| h.iter().find(|h| h.key == ID_HEADER)).and_then(|h| h.value);
+            if let (Some(id), Ok(mut a)) = (id, arrivals.lock()) {
+                a.insert(String::from_utf8_lossy(id).into_owned(), t);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs weatherflow (streaming) on `spec` while offering `rate` records/s of `data` for about
+/// `seconds`, and measures each record's latency.
+pub fn run(spec: &ClusterSpec, data: &Dataset, rate: f64, seconds: f64) -> Result<LatencyRun, String> {
+    let s = spec.settings()?;
+    let partitions = data.by_partition.len();
+    kafka::ensure_topics(&s.kafka.brokers, &Default::default(), &[&spec.features], partitions as i32, 1).map_err(|e| e.to_string())?;
+    let metrics = Arc::new(Metrics::default());
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let runner = {
+        let (s, m, sd) = (s.clone(), metrics.clone(), shutdown.clone());
+        std::thread::spawn(move || runner::run_process_with(&s, 0, sd, m).map_err(|e| e.to_string()))
+    };
+    let arrivals: Arrivals = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (b, t, a, st) = (s.kafka.brokers.clone(), spec.predictions.clone(), arrivals.clone(), stop.clone());
+        std::thread::spawn(move || reader(b, t, partitions, a, st))
+    };
+    let result = generate(spec, &s, data, rate, seconds, &arrivals, &metrics);
+    // Let the last predictions arrive, then stop everything (the runner drains).
+    let answered = |n: u64| metrics.snapshot().predictions_acked + metrics.snapshot().dlq_acked >= n;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    if let Ok((sent, _, _)) = &result {
+        while !answered(*sent) && Instant::now() < deadline && !runner.is_finished() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    shutdown.store(true, Ordering::Relaxed);
+    let snap = runner.join().map_err(|_| "runner panicked".to_string())??;
+    stop.store(true, Ordering::Relaxed);
+    reader.join().map_err(|_| "reader panicked".to_string())??;
+    let (_, log, sent_rate) = result?;
+    let arrivals = arrivals.lock().map_err(|_| "poisoned".to_string())?;
+    let mut lat: Vec<f64> = Vec::new();
+    let mut missing = 0u64;
+    for (p, o, t) in log {
+        match arrivals.get(&format!("{p}:{o}")) {
+            Some(a) => lat.push(a.saturating_sub(t) as f64 / 1000.0),
+            None => missing += 1,
+        }
+    }
+    lat.sort_by(f64::total_cmp);
+    Ok(LatencyRun {
+        checkpoint: spec.checkpoint,
+        epoch_ms: spec.epoch_ms,
+        workers: spec.workers,
+        offered_rate: rate,
+        sent_rate,
+        measured: lat.len() as u64,
+        missing,
+        p50_ms: percentile(&lat, 0.5),
+        p90_ms: percentile(&lat, 0.9),
+        p99_ms: percentile(&lat, 0.99),
+        max_ms: lat.last().copied().unwrap_or(f64::NAN),
+        checkpoints: snap.checkpoints,
+    })
+}
+
+/// Sends warm-up records and waits for their predictions, then offers the rest at `rate`.
+/// Returns (records sent, timed (partition, offset, send µs), achieved rate).
+#[allow(clippy::type_complexity)]
+fn generate(
+    spec: &ClusterSpec,
+    s: &crate::config::Settings,
+    data: &Dataset,
+    rate: f64,
+    seconds: f64,
+    arrivals: &Arrivals,
+    metrics: &Arc<Metrics>,
+) -> Result<(u64, Vec<(i32, i64, u64)>, f64), String> {
+    let mut opts = s.producer_options();
+    opts.insert("linger.ms".into(), "0".into());
+    let p: BaseProducer<SentLog> = kafka::client_config(&s.kafka.brokers, &opts).create_with_context(SentLog::default()).map_err(|e| e.to_string())?;
+    // Round-robin over partitions keeps every station's records in window order.
+    let parts = data.by_partition.len();
+    let longest = data.by_partition.iter().map(Vec::len).max().unwrap_or(0);
+    let order = (0..longest).flat_map(|o| (0..parts).filter(move |&q| o < data.by_partition[q].len()).map(move |q| (q, o)));
+    let total = (WARMUP_RECORDS as f64 + rate * seconds) as usize;
+    let mut it = order.take(total);
+    let send = |p: &BaseProducer<SentLog>, q: usize, o: usize| -> Result<(), String> {
+        let m = &data.by_partition[q][o];
+        let mut rec = BaseRecord::with_opaque_to(&spec.features, now_us() as usize).partition(q as i32).key(&m.key[..]).payload(&m.payload[..]);
+        loop {
+            match p.send(rec) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    rec = r;
+                    p.poll(Duration::from_millis(1));
+                }
+                Err((e, _)) => return Err(e.to_string()),
+            }
+        }
+    };
+    let mut sent = 0u64;
+    for (q, o) in it.by_ref().take(WARMUP_RECORDS) {
+        send(&p, q, o)?;
+        sent += 1;
+    }
+    let _ = p.flush(Duration::from_secs(30));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while metrics.snapshot().predictions_acked + metrics.snapshot().dlq_acked < sent {
+        if Instant::now() > deadline {
+            return Err("the warm-up records were not answered within 120 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let warm = std::mem::take(&mut *p.context().sent.lock().map_err(|_| "poisoned")?);
+    let _ = arrivals; // warm-up arrivals are simply not looked up
+    let start = Instant::now();
+    let mut i = 0u64;
+    'outer: loop {
+        let due = (start.elapsed().as_secs_f64() * rate) as u64;
+        while i < due {
+            match it.next() {
+                Some((q, o)) => send(&p, q, o)?,
+                None => break 'outer,
+            }
+            i += 1;
+            sent += 1;
+        }
+        p.poll(Duration::ZERO);
+        std::thread::sleep(Duration::from_micros(300));
+    }
+    let achieved = i as f64 / start.elapsed().as_secs_f64();
+    let _ = p.flush(Duration::from_secs(60));
+    let timed = std::mem::take(&mut *p.context().sent.lock().map_err(|_| "poisoned")?);
+    drop(warm);
+    let failed = p.context().failed.load(Ordering::Relaxed);
+    if failed > 0 {
+        return Err(format!("{failed} input records failed to publish"));
+    }
+    Ok((sent, timed, achieved))
+}

@@ -1,0 +1,354 @@
+//! `weatherflow bench`: the benchmark suite (issue 7) and the cost of recovery (issue 5),
+//! measured as ratios against baselines taken in the same run, because the machine is shared.
+//!
+//! ```text
+//!   memory    100,000 stations' states: RSS delta, checkpoint bytes, inline size      (memory.rs)
+//!   engine    memory -> real operators -> counting sink, 1 and 2 workers   } interleaved,
+//!             serde limit: parse inputs + serialise outputs, one thread    } medians   (engine.rs)
+//!   sweep     engine-only throughput by number of stations and workers                (engine.rs)
+//!   profile   parse / forecast / anomaly / encode / exchange serialisation per record (profile.rs)
+//!   e2e       real broker: passthrough vs weatherflow with and without checkpoints,
+//!             consume-only, produce-only                                              (broker.rs)
+//!   latency   p50/p99/max at half the measured maximum, checkpoints on and off         (latency.rs)
+//!   recovery  kill -9 under the launcher's restart policy: time to outputs again      (recovery.rs)
+//! ```
+//!
+//! Every measurement is repeated `--repeats` times, interleaved with the baseline it is compared
+//! with, and reported as the median; the report (`report.rs`) lists every run and the targets.
+
+pub mod broker;
+pub mod cluster;
+pub mod data;
+pub mod engine;
+pub mod latency;
+pub mod memory;
+pub mod model;
+pub mod profile;
+pub mod recovery;
+pub mod report;
+pub mod stats;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Args, ValueEnum};
+
+use crate::models::serving::{ModelSource, Serving};
+use crate::operators::forecast::ForecastParams;
+use cluster::{unique, ClusterSpec};
+use data::{BaseSeries, Dataset};
+use report::{E2eSection, EngineSection, ProfileSection, Report, SweepPoint};
+use stats::median;
+
+/// Errors of the benchmark.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The input could not be loaded.
+    #[error(transparent)]
+    Data(#[from] data::DataError),
+    /// A part failed.
+    #[error("bench {part}: {message}")]
+    Part { part: &'static str, message: String },
+    /// The work directory could not be created.
+    #[error("bench work dir {0}: {1}")]
+    WorkDir(PathBuf, std::io::Error),
+}
+
+fn part_err(part: &'static str) -> impl Fn(String) -> BenchError {
+    move |message| BenchError::Part { part, message }
+}
+
+/// Parts of the benchmark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Part {
+    /// Memory per station.
+    Memory,
+    /// Engine-only throughput and the serde limit.
+    Engine,
+    /// Engine-only throughput by number of stations.
+    Sweep,
+    /// Time per stage.
+    Profile,
+    /// End-to-end through the broker vs passthrough, checkpoints on and off.
+    E2e,
+    /// Latency percentiles at half the maximum throughput.
+    Latency,
+    /// Recovery time after kill -9.
+    Recovery,
+}
+
+/// `weatherflow bench` options.
+#[derive(Clone, Debug, Args)]
+pub struct BenchArgs {
+    /// Parts to run, comma-separated (default: all, in this order).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "memory,engine,sweep,profile,e2e,latency,recovery")]
+    pub parts: Vec<Part>,
+    /// Feature file the input is generated from (stations renamed to scale).
+    #[arg(long, default_value = "data/features/nyc_2013.jsonl")]
+    pub file: PathBuf,
+    /// Records per engine-only run.
+    #[arg(long, default_value_t = 200_000)]
+    pub records: usize,
+    /// Stations the input is spread over (engine, profile, e2e, latency).
+    #[arg(long, default_value_t = 1000)]
+    pub stations: usize,
+    /// Worker counts of the engine-only runs.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    pub workers: Vec<usize>,
+    /// Station counts of the sweep (each run has at least 5 records per station).
+    #[arg(long, value_delimiter = ',', default_value = "3,1000,100000")]
+    pub sweep_stations: Vec<usize>,
+    /// Repetitions of every measurement (interleaved with its baseline; medians reported).
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// Records per epoch fed to the engine-only dataflow.
+    #[arg(long, default_value_t = 4096)]
+    pub epoch_records: usize,
+    /// Model store with promoted trained models: engine-only runs are repeated serving them.
+    #[arg(long)]
+    pub models: Option<PathBuf>,
+    /// Kafka bootstrap brokers (e2e, latency, recovery).
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// Records per end-to-end run.
+    #[arg(long, default_value_t = 100_000)]
+    pub e2e_records: usize,
+    /// Workers of the end-to-end and latency runs (and threads of the passthrough job).
+    #[arg(long, default_value_t = 2)]
+    pub e2e_workers: usize,
+    /// Epoch length (ms) of the runs through the broker.
+    #[arg(long, default_value_t = 100)]
+    pub epoch_ms: u64,
+    /// Checkpoint interval (ms) of the runs with checkpoints.
+    #[arg(long, default_value_t = 1000)]
+    pub checkpoint_ms: u64,
+    /// Offered load of the latency runs, records/s (default: half the e2e maximum with checkpoints).
+    #[arg(long)]
+    pub latency_rate: Option<f64>,
+    /// Seconds of offered load per latency run.
+    #[arg(long, default_value_t = 10.0)]
+    pub latency_seconds: f64,
+    /// Epoch lengths (ms) of the latency runs.
+    #[arg(long, value_delimiter = ',', default_value = "10,100")]
+    pub latency_epoch_ms: Vec<u64>,
+    /// Processes killed (one at a time) in the recovery part.
+    #[arg(long, default_value_t = 3)]
+    pub kills: usize,
+    /// Input rate during the recovery part, records/s.
+    #[arg(long, default_value_t = 2000.0)]
+    pub recovery_rate: f64,
+    /// Stations in state for the memory part.
+    #[arg(long, default_value_t = 100_000)]
+    pub memory_stations: usize,
+    /// Records applied per station in the memory part.
+    #[arg(long, default_value_t = 3)]
+    pub memory_hours: usize,
+    /// Print the report as JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the JSON report to this file.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Directory for generated configs, checkpoints and logs.
+    #[arg(long, default_value = "target/bench")]
+    pub work_dir: PathBuf,
+}
+
+fn fallback_params(models: ModelSource) -> ForecastParams {
+    ForecastParams {
+        interval: 0.9,
+        fallback: Default::default(),
+        models,
+    }
+}
+
+/// Runs the selected parts and returns the report.
+pub fn run(a: &BenchArgs) -> Result<Report, BenchError> {
+    let base = BaseSeries::load(&a.file)?;
+    std::fs::create_dir_all(&a.work_dir).map_err(|e| BenchError::WorkDir(a.work_dir.clone(), e))?;
+    let work = std::fs::canonicalize(&a.work_dir).map_err(|e| BenchError::WorkDir(a.work_dir.clone(), e))?;
+    let mut r = Report::new(a);
+    let has = |p: Part| a.parts.contains(&p);
+    let repeats = a.repeats.max(1);
+    if has(Part::Memory) {
+        tracing::info!(stations = a.memory_stations, "bench: memory");
+        r.memory = Some(memory::measure(&base, a.memory_stations, a.memory_hours.max(1)));
+    }
+    if has(Part::Engine) {
+        r.engine = Some(engine_part(&base, a, repeats)?);
+    }
+    if has(Part::Sweep) {
+        r.sweep = sweep_part(&base, a, repeats)?;
+    }
+    if has(Part::Profile) {
+        tracing::info!("bench: profile");
+        let data = base.generate(a.records, a.stations, 4);
+        let runs: Vec<_> = (0..repeats).map(|_| profile::stages(&data, fallback_params(ModelSource::fallback_only()), Serving::default(), 8192)).collect();
+        r.profile = Some(ProfileSection::new(runs, r.engine.as_ref()));
+    }
+    if has(Part::E2e) {
+        r.e2e = Some(e2e_part(&base, a, &work, repeats)?);
+    }
+    if has(Part::Latency) {
+        let rate = match (a.latency_rate, &r.e2e) {
+            (Some(x), _) => x,
+            (None, Some(e)) => e.median("weatherflow+checkpoints") / 2.0,
+            (None, None) => return Err(part_err("latency")("needs the e2e part in the same run, or --latency-rate".into())),
+        };
+        r.latency_rate = rate;
+        for rep in 0..repeats.min(2) {
+            for &epoch_ms in &a.latency_epoch_ms {
+                for ckpt in if rep % 2 == 0 { [true, false] } else { [false, true] } {
+                    tracing::info!(rate, epoch_ms, checkpoints = ckpt, "bench: latency");
+                    let records = (rate * a.latency_seconds) as usize + 1000;
+                    let data = base.generate(records, a.stations, 4);
+                    let mut spec = ClusterSpec::single(&a.brokers, &format!("{}-features", unique("latency")), a.e2e_workers, &work, "latency");
+                    spec.stop_at_end = false;
+                    spec.checkpoint = ckpt;
+                    spec.epoch_ms = epoch_ms;
+                    spec.checkpoint_ms = a.checkpoint_ms.max(epoch_ms);
+                    let run = latency::run(&spec, &data, rate, a.latency_seconds);
+                    broker::delete_topics(&a.brokers, &[&spec.features, &spec.predictions, &spec.dlq]);
+                    let _ = std::fs::remove_dir_all(&spec.checkpoint_dir);
+                    r.latency.push(run.map_err(part_err("latency"))?);
+                }
+            }
+        }
+    }
+    if has(Part::Recovery) {
+        tracing::info!(kills = a.kills, "bench: recovery");
+        let o = recovery::RecoveryOptions {
+            kills: a.kills,
+            rate: a.recovery_rate,
+            stations: a.stations,
+            epoch_ms: a.epoch_ms,
+            checkpoint_ms: a.checkpoint_ms,
+        };
+        r.recovery = Some(recovery::run(&a.brokers, &base, &o, &work).map_err(part_err("recovery"))?);
+    }
+    r.finish();
+    Ok(r)
+}
+
+fn engine_part(base: &BaseSeries, a: &BenchArgs, repeats: usize) -> Result<EngineSection, BenchError> {
+    let data = Arc::new(base.generate(a.records, a.stations, 4));
+    let mut s = EngineSection::new(&data);
+    let trained = a.models.as_ref().map(|d| ModelSource::store(d, 5000));
+    if let Some(d) = &a.models {
+        let store = crate::models::ModelStore::new(d);
+        s.trained_models = Some(format!("forecast: {}; anomaly: {}", store.describe_choice("forecast"), store.describe_choice("anomaly")));
+    }
+    for rep in 0..repeats {
+        tracing::info!(rep, "bench: engine");
+        s.serde.push(engine::serde_limit(&data, 8192));
+        let mut order = a.workers.clone();
+        if rep % 2 == 1 {
+            order.reverse();
+        }
+        for &w in &order {
+            s.fallback.push(engine::run(&data, w, &ModelSource::fallback_only(), a.epoch_records).map_err(part_err("engine"))?);
+            if let Some(t) = &trained {
+                s.trained.push(engine::run(&data, w, t, a.epoch_records).map_err(part_err("engine"))?);
+            }
+        }
+    }
+    Ok(s)
+}
+
+fn sweep_part(base: &BaseSeries, a: &BenchArgs, repeats: usize) -> Result<Vec<SweepPoint>, BenchError> {
+    let mut points = Vec::new();
+    for &stations in &a.sweep_stations {
+        let records = a.records.max(5 * stations);
+        let data = Arc::new(base.generate(records, stations, 4));
+        let mut rates: Vec<Vec<f64>> = vec![Vec::new(); a.workers.len()];
+        for rep in 0..repeats {
+            tracing::info!(stations, rep, "bench: sweep");
+            for (i, &w) in a.workers.iter().enumerate() {
+                let run = engine::run(&data, w, &ModelSource::fallback_only(), a.epoch_records).map_err(part_err("sweep"))?;
+                rates[i].push(run.rate);
+            }
+        }
+        for (i, &w) in a.workers.iter().enumerate() {
+            points.push(SweepPoint {
+                stations,
+                records,
+                workers: w,
+                rates: rates[i].clone(),
+                median_rate: median(&rates[i]),
+            });
+        }
+    }
+    Ok(points)
+}
+
+/// Payload size of each input's output (its prediction's JSON), by partition and offset.
+fn output_sizes(data: &Dataset) -> Vec<Vec<u32>> {
+    let mut seq = model::Sequential::new(fallback_params(ModelSource::fallback_only()), Serving::default());
+    data.by_partition
+        .iter()
+        .enumerate()
+        .map(|(p, msgs)| {
+            msgs.iter()
+                .enumerate()
+                .map(|(o, m)| {
+                    let Ok(record) = crate::contract::FeatureRecord::parse(&m.payload) else { return m.payload.len() as u32 };
+                    let source = crate::contract::SourcePosition { partition: p as i32, offset: o as i64 };
+                    let f = seq.forecast(crate::operators::Accepted { record, source });
+                    crate::operators::encode(seq.score(f), "bench").payload.len() as u32
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn e2e_part(base: &BaseSeries, a: &BenchArgs, work: &std::path::Path, repeats: usize) -> Result<E2eSection, BenchError> {
+    let err = part_err("e2e");
+    let data = base.generate(a.e2e_records, a.stations, 4);
+    let sizes = Arc::new(output_sizes(&data));
+    let input = format!("{}-features", unique("e2e"));
+    let spec = |ckpt: bool| {
+        let mut s = ClusterSpec::single(&a.brokers, &input, a.e2e_workers, work, "e2e");
+        s.checkpoint = ckpt;
+        s.epoch_ms = a.epoch_ms;
+        s.checkpoint_ms = a.checkpoint_ms.max(a.epoch_ms);
+        s
+    };
+    let settings = spec(false).settings().map_err(&err)?;
+    tracing::info!(records = data.records, topic = %input, "bench: e2e prefill");
+    let mut section = E2eSection::new(&data, &sizes);
+    section.prefill_seconds = broker::prefill(&a.brokers, &settings.producer_options(), &input, &data).map_err(&err)?;
+    let result = (|| -> Result<(), String> {
+        for rep in 0..repeats {
+            let mut jobs = vec!["passthrough", "weatherflow", "weatherflow+checkpoints"];
+            jobs.rotate_left(rep % 3);
+            for job in jobs {
+                tracing::info!(rep, job, "bench: e2e");
+                let run = match job {
+                    "passthrough" => {
+                        let out = format!("{}-passthrough", unique("e2e"));
+                        let r = broker::passthrough(&settings, &input, &out, &sizes, a.e2e_workers);
+                        broker::delete_topics(&a.brokers, &[&out]);
+                        r?
+                    }
+                    _ => {
+                        let s = spec(job != "weatherflow");
+                        let r = broker::weatherflow(&s.settings()?, data.records as u64);
+                        broker::delete_topics(&a.brokers, &[&s.predictions, &s.dlq]);
+                        let _ = std::fs::remove_dir_all(&s.checkpoint_dir);
+                        r?
+                    }
+                };
+                section.runs.push(run);
+            }
+            section.runs.push(broker::consume_only(&settings, &input, 4)?);
+            let out = format!("{}-produce", unique("e2e"));
+            let r = broker::produce_only(&settings, &data, &sizes, &out);
+            broker::delete_topics(&a.brokers, &[&out]);
+            section.runs.push(r?);
+        }
+        Ok(())
+    })();
+    broker::delete_topics(&a.brokers, &[&input]);
+    result.map_err(err)?;
+    Ok(section)
+}

@@ -1,0 +1,119 @@
+//! The per-station work of the inference dataflow, driven sequentially on one thread: what
+//! `ForecastTemperature` and `ScoreAnomalies` do per record, with the same state maps
+//! (`HashMap<String, S>`, as in `operators::keyed::per_station`). The benchmark uses it to time
+//! stages in isolation, to compute the outputs the serde limit serialises, and to fill states
+//! for the memory measurement.
+//!
+//! ```text
+//!   Accepted ──forecast()──> Forecasted ──score()──> Outcome ──operators::encode──> OutRecord
+//!              state[station]              state[station]
+//! ```
+
+use std::collections::HashMap;
+
+use chrono::Utc;
+
+use crate::anomaly::rules::{self, AnomalyParams, StationAnomaly};
+use crate::anomaly::trained;
+use crate::contract::{ModelNames, Prediction};
+use crate::models::serving::Serving;
+use crate::operators::forecast::{ForecastParams, StationForecastState};
+use crate::operators::{Accepted, Forecasted, Outcome};
+
+/// Sequential per-station state and logic of the two stateful operators.
+pub struct Sequential {
+    params: ForecastParams,
+    anomaly_params: AnomalyParams,
+    serving: Serving,
+    /// Forecast operator states by station.
+    pub forecast: HashMap<String, StationForecastState>,
+    /// Anomaly operator states by station.
+    pub anomaly: HashMap<String, StationAnomaly>,
+}
+
+impl Sequential {
+    /// Fresh states; statistical fallbacks (the models `serving` serves otherwise).
+    pub fn new(params: ForecastParams, serving: Serving) -> Self {
+        Sequential {
+            params,
+            anomaly_params: AnomalyParams::default(),
+            serving,
+            forecast: HashMap::new(),
+            anomaly: HashMap::new(),
+        }
+    }
+
+    /// `ForecastTemperature` for one record.
+    pub fn forecast(&mut self, a: Accepted) -> Forecasted {
+        let interval = self.params.interval;
+        if !self.forecast.contains_key(&a.record.station_id) {
+            let fresh = StationForecastState::new(&self.params);
+            self.forecast.insert(a.record.station_id.clone(), fresh);
+        }
+        match self.forecast.get_mut(&a.record.station_id) {
+            Some(state) => state.observe_with(a, interval, &self.serving),
+            None => unreachable!("inserted above"),
+        }
+    }
+
+    /// `ScoreAnomalies` for one record (the prediction it completes).
+    pub fn score(&mut self, f: Forecasted) -> Outcome {
+        let f = match f {
+            Forecasted::Stale(s) => return Outcome::Stale(s),
+            Forecasted::Made(f) => f,
+        };
+        if !self.anomaly.contains_key(&f.record.station_id) {
+            let fresh = StationAnomaly::new(&self.anomaly_params);
+            self.anomaly.insert(f.record.station_id.clone(), fresh);
+        }
+        let Some(state) = self.anomaly.get_mut(&f.record.station_id) else {
+            unreachable!("inserted above")
+        };
+        let anomaly = trained::combine(state.assess(&f.record, f.expected), f.anomaly_verdict.as_ref());
+        Outcome::Predicted(Prediction {
+            observed_temperature: f.record.temperature_mean,
+            station_id: f.record.station_id,
+            window_end: f.record.window_end,
+            issued_at: Utc::now(),
+            model: ModelNames {
+                forecast: f.model,
+                anomaly: match &f.anomaly_verdict {
+                    Some(v) => format!("{}+{}", v.model, rules::NAME),
+                    None => rules::NAME.to_string(),
+                },
+            },
+            interval: self.params.interval,
+            forecast: f.points,
+            anomaly,
+            source: Some(f.source),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::{FeatureRecord, SourcePosition};
+
+    #[test]
+    fn one_prediction_per_record_and_stale_refused() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/data/features/nyc_2013.jsonl")).unwrap();
+        let params = ForecastParams {
+            interval: 0.9,
+            fallback: Default::default(),
+            models: Default::default(),
+        };
+        let mut s = Sequential::new(params, Serving::default());
+        let recs: Vec<FeatureRecord> = text.lines().take(30).map(|l| FeatureRecord::parse(l.as_bytes()).unwrap()).collect();
+        for (i, r) in recs.iter().enumerate() {
+            let a = Accepted { record: r.clone(), source: SourcePosition { partition: 0, offset: i as i64 } };
+            let f = s.forecast(a);
+            let out = s.score(f);
+            assert!(matches!(out, Outcome::Predicted(ref p) if p.forecast.len() == 24));
+        }
+        let again = Accepted { record: recs[0].clone(), source: SourcePosition { partition: 0, offset: 99 } };
+        let f = s.forecast(again);
+        assert!(matches!(s.score(f), Outcome::Stale(_)));
+        assert_eq!(s.forecast.len(), 3);
+    }
+}

@@ -1,0 +1,304 @@
+//! Features of the trained forecasters: what a model sees at an origin, computed from the
+//! model-agnostic per-station state (the fallback forecaster and the recent history) plus the
+//! station's fitted annual cycle.
+//!
+//! ```text
+//!   FallbackForecaster (level L, diurnal D, F_h, interval half-width s_h) ─┐
+//!   RecentHistory (T, RH, p for o-24..o, 24-h volatility) ─────────────────┼─> Origin ──forecast_features(h, climatology)──> x_h  (FEATURES order)
+//!   record (wind, precipitation) ──────────────────────────────────────────┘        └─interval_scale(h)─────────────────────> s_h  (normaliser)
+//! ```
+//!
+//! `x_h` feeds the point model of lead `h`; `s_h` normalises its conformal residuals. The
+//! training pipeline computes both with these same functions from the same state, so the served
+//! model sees exactly what it learned from.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::fallback::FallbackForecaster;
+use super::history::RecentHistory;
+use crate::contract::ForecastPoint;
+
+/// Feature names, in the order of the vectors [`forecast_features`] builds. Stored in every
+/// model's metadata; a model whose list differs is refused.
+pub const FEATURES: [&str; N_FEATURES] = [
+    "daily_anomaly",
+    "diurnal_delta",
+    "fallback_delta",
+    "climate_gap",
+    "level_vs_climate",
+    "change_1h",
+    "change_2h",
+    "change_3h",
+    "change_6h",
+    "change_12h",
+    "change_24h",
+    "humidity",
+    "humidity_change_3h",
+    "dewpoint_depression",
+    "pressure_change_1h",
+    "pressure_change_3h",
+    "pressure_change_12h",
+    "pressure_change_24h",
+    "wind_speed",
+    "precipitation",
+    "valid_hour_sin",
+    "valid_hour_cos",
+    "origin_hour_sin",
+    "origin_hour_cos",
+    "diurnal_range",
+    "diurnal_delta_x_dewpoint_depression",
+    "diurnal_delta_x_wind_speed",
+    "yesterday_delta",
+    "day_vs_climate",
+    "range_24h",
+    "diurnal_delta_x_range",
+];
+
+/// Number of features.
+pub const N_FEATURES: usize = 31;
+
+
+/// Humidity used when none was reported in the last 6 hours, %.
+const DEFAULT_HUMIDITY: f64 = 70.0;
+
+/// Dew point (degC) from temperature (degC) and relative humidity (%), Magnus formula.
+pub fn dewpoint(t: f64, rh: f64) -> f64 {
+    let (a, b) = (17.625, 243.04);
+    let g = (rh.clamp(1.0, 100.0) / 100.0).ln() + a * t / (b + t);
+    b * g / (a - g)
+}
+
+/// A station's annual temperature cycle, `mean + a cos(w t) + b sin(w t)` with `t` in days and
+/// `w = 2 pi / 365.2422`, fitted on the training period. It extrapolates to seasons the training
+/// period did not cover, which a lagging running level cannot (it is too warm all autumn).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Climatology {
+    /// Annual mean, degC.
+    pub mean: f64,
+    /// Cosine coefficient, degC.
+    pub cos: f64,
+    /// Sine coefficient, degC.
+    pub sin: f64,
+}
+
+impl Climatology {
+    const OMEGA: f64 = std::f64::consts::TAU / 365.2422;
+
+    /// The cycle's value at hour index `hour`.
+    pub fn at(&self, hour: i64) -> f64 {
+        let w = Self::OMEGA * hour as f64 / 24.0;
+        self.mean + self.cos * w.cos() + self.sin * w.sin()
+    }
+
+    /// Least-squares fit on `(hour index, temperature)` samples; `None` with fewer than 30 days
+    /// of samples or a degenerate design.
+    pub fn fit(samples: &[(i64, f64)]) -> Option<Climatology> {
+        let span = samples.iter().map(|s| s.0).max()? - samples.iter().map(|s| s.0).min()?;
+        if samples.len() < 24 * 30 || span < 24 * 30 {
+            return None;
+        }
+        let mut a = [[0.0f64; 3]; 3];
+        let mut b = [0.0f64; 3];
+        for &(h, t) in samples {
+            let w = Self::OMEGA * h as f64 / 24.0;
+            let x = [1.0, w.cos(), w.sin()];
+            for i in 0..3 {
+                b[i] += x[i] * t;
+                for j in 0..3 {
+                    a[i][j] += x[i] * x[j];
+                }
+            }
+        }
+        let c = solve3(a, b)?;
+        let fit = Climatology {
+            mean: c[0],
+            cos: c[1],
+            sin: c[2],
+        };
+        fit.valid().then_some(fit)
+    }
+
+    /// Finite coefficients and a plausible amplitude.
+    pub fn valid(&self) -> bool {
+        [self.mean, self.cos, self.sin].iter().all(|v| v.is_finite()) && self.mean.abs() < 60.0 && self.cos.hypot(self.sin) < 60.0
+    }
+}
+
+/// Solves a 3x3 linear system by Gaussian elimination with partial pivoting.
+fn solve3(mut a: [[f64; 3]; 3], mut b: [f64; 3]) -> Option<[f64; 3]> {
+    for col in 0..3 {
+        let pivot = (col..3).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
+        if a[pivot][col].abs() < 1e-9 {
+            return None;
+        }
+        a.swap(col, pivot);
+        b.swap(col, pivot);
+        for row in col + 1..3 {
+            let f = a[row][col] / a[col][col];
+            for k in col..3 {
+                a[row][k] -= f * a[col][k];
+            }
+            b[row] -= f * b[col];
+        }
+    }
+    let mut x = [0.0; 3];
+    for row in (0..3).rev() {
+        let s: f64 = (row + 1..3).map(|k| a[row][k] * x[k]).sum();
+        x[row] = (b[row] - s) / a[row][row];
+    }
+    Some(x)
+}
+
+/// What a forecaster sees at an origin: the station's state after the record at hour `origin`.
+#[derive(Clone, Copy, Debug)]
+pub struct Origin<'a> {
+    /// Station id.
+    pub station: &'a str,
+    /// Hour index of the origin (the record's window_end).
+    pub hour: i64,
+    /// Its window_end.
+    pub window_end: DateTime<Utc>,
+    /// The fallback forecaster after seeing the record.
+    pub fallback: &'a FallbackForecaster,
+    /// The recent history including the record.
+    pub history: &'a RecentHistory,
+    /// The record's wind speed (m/s) and precipitation (mm), if usable.
+    pub wind_speed: Option<f64>,
+    /// Precipitation in the window, mm.
+    pub precipitation: Option<f64>,
+    /// The fallback's 24 points issued at this origin (point forecast and interval per lead).
+    pub fallback_points: &'a [ForecastPoint],
+}
+
+impl Origin<'_> {
+    /// The origin temperature, when the record's temperature was accepted (past the fallback's
+    /// outlier gate) and recorded in the history; trained models forecast only from such origins.
+    pub fn temperature(&self) -> Option<f64> {
+        let (h, _) = self.fallback.origin()?;
+        (h == self.hour).then(|| self.history.temperature_at(self.hour)).flatten()
+    }
+
+    /// The fallback's interval half-width at `lead`.
+    pub fn fallback_half_width(&self, lead: usize) -> Option<f64> {
+        let p = self.fallback_points.get(lead.checked_sub(1)?)?;
+        let s = (p.upper? - p.lower?) / 2.0;
+        (s.is_finite() && s > 0.0).then_some(s.max(0.05))
+    }
+
+    /// The local volatility that normalises the conformal residuals at `lead`: the geometric
+    /// mean of the fallback's interval half-width at that lead (its running error scale, which
+    /// follows the regime through its own errors) and the week's 24-hour temperature-change
+    /// volatility (model-free). Each alone is biased by season: the fallback's errors grow more
+    /// than a better model's in autumn, and the 24-hour volatility ignores the lead.
+    pub fn interval_scale(&self, lead: usize) -> Option<f64> {
+        let fb = self.fallback_half_width(lead)?;
+        Some(match self.history.volatility_24h() {
+            Some(v) => (fb * v.max(0.1)).sqrt(),
+            None => fb,
+        })
+    }
+}
+
+fn hour_angle(hour: i64) -> (f64, f64) {
+    let a = (hour.rem_euclid(24) as f64) * std::f64::consts::TAU / 24.0;
+    (a.sin(), a.cos())
+}
+
+/// The feature vector (in [`FEATURES`] order) for `lead` hours after `o`, given the station's
+/// climatology, or `None` when the origin has no accepted temperature or the fallback has no
+/// forecast for the lead.
+pub fn forecast_features(o: &Origin<'_>, lead: usize, climate: &Climatology) -> Option<[f64; N_FEATURES]> {
+    let t0 = o.temperature()?;
+    let fb = o.fallback_points.get(lead - 1)?.temperature?;
+    let h = o.history;
+    let day: Vec<f64> = (0..24).filter_map(|k| h.temperature_at(o.hour - k)).collect();
+    let day_mean = day.iter().sum::<f64>() / day.len().max(1) as f64;
+    let range = day.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b)) - day.iter().fold(f64::INFINITY, |a, &b| a.min(b));
+    let range = if range.is_finite() { range } else { 0.0 };
+    let hour = o.hour;
+    let valid = hour + lead as i64;
+    let change = |k: i64| t0 - h.temperature_near(hour - k, 3).unwrap_or(t0);
+    let rh = h.humidity_near(hour, 6).unwrap_or(DEFAULT_HUMIDITY);
+    let rh_change = h.humidity_near(hour - 3, 3).map_or(0.0, |r| rh - r);
+    let depression = (t0 - dewpoint(t0, rh)).clamp(0.0, 40.0);
+    let p0 = h.pressure_near(hour, 3);
+    let p_change = |k: i64| match (p0, h.pressure_near(hour - k, 2)) {
+        (Some(a), Some(b)) => a - b,
+        _ => 0.0,
+    };
+    let diurnal_delta = o.fallback.diurnal(valid) - o.fallback.diurnal(hour);
+    let wind = o.wind_speed.unwrap_or(0.0).clamp(0.0, 40.0);
+    let (vs, vc) = hour_angle(valid);
+    let (os, oc) = hour_angle(hour);
+    Some([
+        t0 - day_mean - o.fallback.diurnal(hour),
+        diurnal_delta,
+        fb - t0,
+        climate.at(valid) + o.fallback.diurnal(valid) - t0,
+        o.fallback.level() - climate.at(hour),
+        change(1),
+        change(2),
+        change(3),
+        change(6),
+        change(12),
+        change(24),
+        rh,
+        rh_change,
+        depression,
+        p_change(1),
+        p_change(3),
+        p_change(12),
+        p_change(24),
+        wind,
+        o.precipitation.unwrap_or(0.0).clamp(0.0, 50.0),
+        vs,
+        vc,
+        os,
+        oc,
+        o.fallback.diurnal_range(),
+        diurnal_delta * depression / 10.0,
+        diurnal_delta * wind / 5.0,
+        h.temperature_near(valid - 24, 2).map_or(diurnal_delta, |y| y - t0),
+        day_mean - climate.at(hour),
+        range,
+        diurnal_delta * range / o.fallback.diurnal_range().max(1.0),
+    ])
+}
+
+/// The normaliser of the conformal residuals, as named in the schema.
+pub const INTERVAL_SCALE: &str = "interval_scale:sqrt(fallback_half_width*volatility_24h)";
+
+/// Every input a forecast model's metadata lists: the point features in order, then the
+/// interval normaliser (a model calibrated with another normaliser must not be served).
+pub fn schema() -> Vec<String> {
+    FEATURES.iter().map(|f| f.to_string()).chain(std::iter::once(INTERVAL_SCALE.to_string())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dewpoint_matches_known_values() {
+        assert!((dewpoint(20.0, 100.0) - 20.0).abs() < 0.01);
+        assert!((dewpoint(20.0, 50.0) - 9.26).abs() < 0.05);
+        assert!((dewpoint(0.0, 80.0) + 3.0).abs() < 0.1);
+        assert!(dewpoint(20.0, -5.0).is_finite() && dewpoint(20.0, 130.0).is_finite());
+    }
+
+    #[test]
+    fn climatology_recovers_an_annual_cycle() {
+        let truth = Climatology {
+            mean: 12.5,
+            cos: -10.0,
+            sin: -6.0,
+        };
+        let samples: Vec<(i64, f64)> = (0..24 * 240).map(|h| (h + 376_944, truth.at(h + 376_944) + ((h * 7919) % 11) as f64 / 10.0 - 0.5)).collect();
+        let fit = Climatology::fit(&samples).unwrap();
+        assert!((fit.mean - 12.5).abs() < 0.1 && (fit.cos + 10.0).abs() < 0.1 && (fit.sin + 6.0).abs() < 0.1, "{fit:?}");
+        assert!(Climatology::fit(&samples[..100]).is_none(), "too short");
+        assert!(Climatology::fit(&vec![(5, 1.0); 1000]).is_none(), "degenerate");
+        assert_eq!(schema().len(), N_FEATURES + 1);
+    }
+}

@@ -1,0 +1,261 @@
+//! Trained forecaster: per lead hour, a smartcore linear model of the temperature change, with
+//! split-conformal intervals on residuals normalised by the local volatility.
+//!
+//! ```text
+//!   Origin o ──forecast_features(h)──> x_h ──point_h──> T^(o+h) = T(o) + offset + regressor_h(standardised x_h)
+//!            └─interval_scale(h)─────> s_h               (see features::Origin::interval_scale)
+//!   interval: [T^ + q_lo(p) s_h,  T^ + q_hi(p) s_h]     q: conformal quantiles of (y - T^) / s_h
+//!                                                        on the calibration period, per lead
+//! ```
+//!
+//! Normalising the residuals by the local volatility makes the calibration portable: a calm
+//! calibration month and a stormy winter differ in `s_h`, not in the quantiles of the normalised
+//! residuals. The quantiles are stored as a table over tail probabilities 0.005..0.25, so one
+//! model serves any interval probability in [0.5, 0.99].
+
+use std::collections::BTreeMap;
+
+use chrono::Duration;
+use ndarray::{Array1, Array2};
+use serde::{Deserialize, Serialize};
+use smartcore::linear::elastic_net::ElasticNet;
+use smartcore::linear::ridge_regression::RidgeRegression;
+
+use super::features::{forecast_features, schema, Climatology, Origin, N_FEATURES};
+use crate::contract::{ForecastPoint, LEADS};
+
+/// Model type name of the ridge variant.
+pub const RIDGE: &str = "ridge-per-lead";
+/// Model type name of the elastic-net variant.
+pub const ELASTIC_NET: &str = "elastic-net-per-lead";
+
+/// Tail probabilities of the stored residual quantiles: 0.005, 0.010, ..., 0.250 for the lower
+/// tail; the upper tail uses `1 - p` for the same `p`.
+pub const QUANTILE_GRID: usize = 50;
+const GRID_STEP: f64 = 0.005;
+
+/// One smartcore regressor (features as a 1 x N row, target `T(o+h) - T(o)`).
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Regressor {
+    /// `smartcore::linear::ridge_regression::RidgeRegression`.
+    Ridge(RidgeRegression<f64, f64, Array2<f64>, Array1<f64>>),
+    /// `smartcore::linear::elastic_net::ElasticNet`.
+    ElasticNet(ElasticNet<f64, f64, Array2<f64>, Array1<f64>>),
+}
+
+impl Regressor {
+    /// Predicts every row of `x` (`n x N_FEATURES`).
+    pub fn predict(&self, x: &Array2<f64>) -> Result<Array1<f64>, String> {
+        match self {
+            Regressor::Ridge(m) => m.predict(x),
+            Regressor::ElasticNet(m) => m.predict(x),
+        }
+        .map_err(|e| e.to_string())
+    }
+
+    /// Checks the fitted coefficients without trusting them (a corrupted model must be refused,
+    /// never reach a shape assertion): `n_features x 1`, all finite, finite intercept.
+    pub fn check(&self, n_features: usize) -> Result<(), String> {
+        let v = serde_json::to_value(self).map_err(|e| e.to_string())?;
+        let inner = v.as_object().and_then(|o| o.values().next()).ok_or("regressor is not an object")?;
+        let coef = &inner["coefficients"];
+        let dim: Vec<u64> = coef["dim"]
+            .as_array()
+            .map(|d| d.iter().filter_map(|x| x.as_u64()).collect())
+            .unwrap_or_default();
+        if dim != [n_features as u64, 1] {
+            return Err(format!("coefficients have shape {dim:?}, expected [{n_features}, 1]"));
+        }
+        let finite = coef["data"]
+            .as_array()
+            .is_some_and(|d| d.iter().all(|x| x.as_f64().is_some_and(f64::is_finite)));
+        if !finite || !inner["intercept"].as_f64().is_some_and(f64::is_finite) {
+            return Err("coefficients or intercept missing or not finite".into());
+        }
+        Ok(())
+    }
+}
+
+/// A standardised linear model: `y^ = offset + regressor((x - center) / scale)`. Features are
+/// standardised here rather than by smartcore, so a feature that is constant for a lead (the
+/// diurnal difference at lead 24) gets scale 1 and a zero coefficient instead of failing the fit.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Linear {
+    /// Feature means on the training rows.
+    pub center: Vec<f64>,
+    /// Feature standard deviations on the training rows (1 for constant features).
+    pub scale: Vec<f64>,
+    /// Mean target on the training rows.
+    pub offset: f64,
+    /// The smartcore model, fitted on standardised features and centred targets.
+    pub regressor: Regressor,
+}
+
+impl Linear {
+    /// Predicts every row of `x` (raw features).
+    pub fn predict(&self, x: &Array2<f64>) -> Result<Array1<f64>, String> {
+        if x.ncols() != self.center.len() || self.center.len() != self.scale.len() {
+            return Err(format!("{} features given, the model has {}", x.ncols(), self.center.len()));
+        }
+        let mut z = x.clone();
+        for mut row in z.rows_mut() {
+            for (j, v) in row.iter_mut().enumerate() {
+                *v = (*v - self.center[j]) / self.scale[j];
+            }
+        }
+        Ok(self.regressor.predict(&z)? + self.offset)
+    }
+
+    /// Predicts one row.
+    pub fn predict_one(&self, x: &[f64]) -> Option<f64> {
+        let row = Array2::from_shape_vec((1, x.len()), x.to_vec()).ok()?;
+        self.predict(&row).ok()?.get(0).copied().filter(|v| v.is_finite())
+    }
+
+    /// Structural checks for `n` features (a corrupted model must be refused, never panic).
+    pub fn check(&self, n: usize) -> Result<(), String> {
+        let ok = self.center.len() == n
+            && self.scale.len() == n
+            && self.center.iter().all(|c| c.is_finite())
+            && self.scale.iter().all(|s| s.is_finite() && *s > 0.0)
+            && self.offset.is_finite();
+        if !ok {
+            return Err(format!("standardisation must hold {n} finite centres and positive scales"));
+        }
+        self.regressor.check(n)
+    }
+}
+
+/// The model of one lead: point model and calibrated residual quantiles.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LeadModel {
+    /// Lead hour, 1..=24.
+    pub lead: usize,
+    /// Model of `T(o+h) - T(o)` on the features.
+    pub point: Linear,
+    /// Quantiles of the normalised calibration residual `(y - y^) / s_h` at tail probabilities
+    /// `p_k = 0.005 (k + 1)`: `lower[k]` at `p_k`, `upper[k]` at `1 - p_k`.
+    pub lower: Vec<f64>,
+    /// See `lower`.
+    pub upper: Vec<f64>,
+}
+
+impl LeadModel {
+    /// Residual quantiles `(q_lo, q_hi)` for central probability `p` (clamped to 0.5..=0.99,
+    /// NaN means 0.9), interpolated in the table.
+    pub fn quantiles(&self, p: f64) -> (f64, f64) {
+        let p = if p.is_finite() { p.clamp(0.5, 0.99) } else { 0.9 };
+        let tail = ((1.0 - p) / 2.0).clamp(GRID_STEP, GRID_STEP * QUANTILE_GRID as f64);
+        let x = tail / GRID_STEP - 1.0;
+        let (i, f) = (x.floor() as usize, x - x.floor());
+        let at = |t: &[f64]| {
+            let j = (i + 1).min(t.len() - 1);
+            t[i] + f * (t[j] - t[i])
+        };
+        (at(&self.lower), at(&self.upper))
+    }
+}
+
+/// A trained linear-per-lead forecaster as stored in `model.json`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LinearPerLead {
+    /// Model type ([`RIDGE`] or [`ELASTIC_NET`]).
+    pub model_type: String,
+    /// Feature names in order; must equal [`schema()`].
+    pub features: Vec<String>,
+    /// Annual cycle per station (the model serves these stations; others get the fallback).
+    pub climatology: BTreeMap<String, Climatology>,
+    /// One model per lead, lead 1 first.
+    pub leads: Vec<LeadModel>,
+}
+
+impl LinearPerLead {
+    /// Checks that this build can serve the model: feature schema, 24 leads in order, sane
+    /// quantile tables and floors, well-formed linear models, valid climatologies.
+    pub fn validate(&self) -> Result<(), String> {
+        let expected = schema();
+        if self.features != expected {
+            return Err(format!(
+                "feature schema mismatch: the model has {} features [{}], this build computes {} [{}]",
+                self.features.len(),
+                self.features.join(", "),
+                expected.len(),
+                expected.join(", ")
+            ));
+        }
+        if let Some((s, _)) = self.climatology.iter().find(|(_, c)| !c.valid()) {
+            return Err(format!("climatology of station {s} is not finite or implausible"));
+        }
+        if self.leads.len() != LEADS || self.leads.iter().enumerate().any(|(i, l)| l.lead != i + 1) {
+            return Err(format!("expected leads 1..={LEADS} in order, found {} lead model(s)", self.leads.len()));
+        }
+        for l in &self.leads {
+            let ok = |t: &[f64]| t.len() == QUANTILE_GRID && t.iter().all(|q| q.is_finite());
+            if !ok(&l.lower) || !ok(&l.upper) {
+                return Err(format!("lead {}: quantile tables must hold {QUANTILE_GRID} finite values", l.lead));
+            }
+            l.point.check(N_FEATURES).map_err(|e| format!("lead {} point model: {e}", l.lead))?;
+        }
+        Ok(())
+    }
+
+    /// The point forecast and interval for every lead, or `None` when the origin has no accepted
+    /// temperature or the station is not one the model was trained on (the caller then serves
+    /// the fallback's points). `p` is the interval probability.
+    pub fn forecast(&self, o: &Origin<'_>, p: f64) -> Option<Vec<ForecastPoint>> {
+        let t0 = o.temperature()?;
+        let climate = self.climatology.get(o.station)?;
+        let mut points = Vec::with_capacity(LEADS);
+        for (i, m) in self.leads.iter().enumerate() {
+            let lead = i + 1;
+            let x = forecast_features(o, lead, climate)?;
+            let size = o.interval_scale(lead)?;
+            let f = t0 + m.point.predict_one(&x)?;
+            let (q_lo, q_hi) = m.quantiles(p);
+            points.push(ForecastPoint {
+                lead_hours: lead as u32,
+                valid_at: o.window_end.checked_add_signed(Duration::hours(lead as i64)).unwrap_or(o.window_end),
+                temperature: Some(f),
+                lower: Some((f + q_lo * size).min(f)),
+                upper: Some((f + q_hi * size).max(f)),
+            });
+        }
+        Some(points)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unfitted() -> Linear {
+        Linear {
+            center: vec![0.0; N_FEATURES],
+            scale: vec![1.0; N_FEATURES],
+            offset: 0.0,
+            regressor: Regressor::Ridge(<RidgeRegression<f64, f64, Array2<f64>, Array1<f64>> as smartcore::api::SupervisedEstimator<
+                Array2<f64>,
+                Array1<f64>,
+                smartcore::linear::ridge_regression::RidgeRegressionParameters<f64>,
+            >>::new()),
+        }
+    }
+
+    #[test]
+    fn quantile_table_interpolates_and_unfitted_models_are_refused() {
+        let lead = LeadModel {
+            lead: 1,
+            point: unfitted(),
+            lower: (0..QUANTILE_GRID).map(|k| -3.0 + k as f64 * 0.05).collect(),
+            upper: (0..QUANTILE_GRID).map(|k| 3.0 - k as f64 * 0.05).collect(),
+        };
+        let (lo, hi) = lead.quantiles(0.9); // tail 0.05: k = 9
+        assert!((lo + 2.55).abs() < 1e-9 && (hi - 2.55).abs() < 1e-9, "{lo} {hi}");
+        let (lo, _) = lead.quantiles(0.895); // tail 0.0525: between k = 9 and 10
+        assert!((lo + 2.525).abs() < 1e-9, "{lo}");
+        let (lo, hi) = lead.quantiles(f64::NAN);
+        assert!(lo.is_finite() && hi.is_finite());
+        assert!(lead.point.check(N_FEATURES).is_err(), "an unfitted regressor is refused");
+        assert!(lead.point.predict_one(&[0.0; N_FEATURES]).is_none(), "and never predicts");
+    }
+}

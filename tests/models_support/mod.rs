@@ -1,0 +1,80 @@
+//! Helpers shared by the model tests: the real NYC records, small training runs into a temporary
+//! store (so tests never depend on the committed models), and temporary directories.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use weatherflow::contract::FeatureRecord;
+use weatherflow::train::{parse_period, DataSource, Periods, TrainConfig, TrainOptions};
+
+/// The committed NYC feature file.
+pub fn nyc_file() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/features/nyc_2013.jsonl")
+}
+
+/// NYC records (all three stations) up to (excluding) `until` (YYYY-MM-DD).
+pub fn nyc_until(until: &str) -> Vec<FeatureRecord> {
+    let end = weatherflow::train::parse_time(until).unwrap();
+    std::fs::read_to_string(nyc_file())
+        .unwrap()
+        .lines()
+        .map(|l| FeatureRecord::parse(l.as_bytes()).unwrap())
+        .filter(|r| r.window_end < end)
+        .collect()
+}
+
+/// A fresh temporary directory for `name`.
+pub fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("wf-model-tests-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Writes `records` as a JSON-lines file in `dir`.
+pub fn write_jsonl(dir: &Path, name: &str, records: &[FeatureRecord]) -> PathBuf {
+    let p = dir.join(name);
+    let text: String = records.iter().map(|r| serde_json::to_string(r).unwrap() + "\n").collect();
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Small periods over NYC 2013: train Jan-Mar, calibrate April, test May.
+pub fn small_periods() -> Periods {
+    Periods {
+        train: parse_period("2013-01-01..2013-04-01").unwrap(),
+        calibration: parse_period("2013-04-01..2013-05-01").unwrap(),
+        test: parse_period("2013-05-01..2013-06-01").unwrap(),
+    }
+}
+
+/// Options of a small, quiet training run of `kind` from `file` into `store`.
+pub fn small_options(kind: &str, file: &Path, store: &Path, version: &str, params: &[&str]) -> TrainOptions {
+    let params: Vec<String> = params.iter().map(|s| s.to_string()).collect();
+    TrainOptions {
+        source: DataSource::Features(file.to_path_buf()),
+        periods: small_periods(),
+        config: TrainConfig::load(None, kind, None, &params).unwrap(),
+        store: store.to_path_buf(),
+        version: Some(version.into()),
+        promote: false,
+        dry_run: false,
+        report_dir: None,
+        interval: 0.9,
+        forecast_version: Some("fallback".into()),
+        quiet: true,
+    }
+}
+
+/// Trains forecast `v1` (and `v2` with another alpha when `two`) into a new store; returns the
+/// store and the records file (NYC up to June 2013).
+pub fn store_with_forecasts(name: &str, two: bool) -> (PathBuf, PathBuf) {
+    let dir = tmp(name);
+    let file = write_jsonl(&dir, "nyc.jsonl", &nyc_until("2013-06-01"));
+    let store = dir.join("models");
+    weatherflow::train::forecast::train_forecast(&small_options("forecast", &file, &store, "v1", &[])).unwrap();
+    if two {
+        weatherflow::train::forecast::train_forecast(&small_options("forecast", &file, &store, "v2", &["alpha=50"])).unwrap();
+    }
+    (store, file)
+}
