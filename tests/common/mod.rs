@@ -103,26 +103,35 @@ pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_weatherflow"))
 }
 
-/// Runs a command to completion with a time limit, killing it past the limit.
+/// Runs a command to completion with a time limit, killing it past the limit. Output is read
+/// while the command runs (a full pipe would otherwise block it).
 pub fn run_with_timeout(mut cmd: Command, limit: Duration) -> Output {
+    use std::io::Read;
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn weatherflow");
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("piped stdout")));
+    let err = drain(Box::new(child.stderr.take().expect("piped stderr")));
     let start = Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
         }
         if start.elapsed() > limit {
             let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "timed out after {limit:?}\nstdout:\n{}\nstderr:\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let _ = child.wait();
+            let (o, e) = (out.join().unwrap_or_default(), err.join().unwrap_or_default());
+            panic!("timed out after {limit:?}\nstdout:\n{}\nstderr:\n{}", String::from_utf8_lossy(&o), String::from_utf8_lossy(&e));
         }
         std::thread::sleep(Duration::from_millis(50));
-    }
+    };
+    Output { status, stdout: out.join().unwrap_or_default(), stderr: err.join().unwrap_or_default() }
 }
 
 /// `weatherflow run --config <cfg> --until-end` (all processes of the file, via the launcher).
