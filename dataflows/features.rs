@@ -30,12 +30,12 @@ use timely::dataflow::operators::core::Concat;
 use timely::dataflow::operators::Probe;
 use timely::dataflow::{ProbeHandle, Scope};
 
-use crate::kafka::sink::SinkParts;
 use crate::features::event_time::StationWindows;
+use crate::kafka::sink::SinkParts;
 use crate::kafka::source::{kafka_source, Gate, PartitionReader};
-use crate::operators::keyed::KeyedCheckpoint;
 use crate::kafka::{KafkaSink, KafkaSourceSpec};
 use crate::metrics::Metrics;
+use crate::operators::keyed::KeyedCheckpoint;
 use crate::operators::window::{AssignWatermarks, ClockCheckpoint, WindowFeatures, WindowParams};
 
 /// Everything one worker needs to build the features dataflow.
@@ -67,7 +67,15 @@ pub struct FeaturesParts {
 pub fn build(scope: Scope<'_, u64>, parts: FeaturesParts) -> ProbeHandle<u64> {
     let acked = ProbeHandle::new();
     let m = parts.metrics;
-    let input = kafka_source(scope, parts.source, parts.reader, acked.clone(), parts.gate, parts.checkpointing, m.clone());
+    let input = kafka_source(
+        scope,
+        parts.source,
+        parts.reader,
+        acked.clone(),
+        parts.gate,
+        parts.checkpointing,
+        m.clone(),
+    );
     let (observations, marks, refused) = input.assign_watermarks_with(&parts.window, m.clone(), parts.clocks);
     observations
         .window_features_with(marks, &parts.window, m, parts.windows, parts.flush_at_end)

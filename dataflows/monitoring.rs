@@ -122,9 +122,7 @@ pub fn monitor<'s>(events: StreamVec<'s, u64, Tracked>, params: &MonitorParams) 
 fn decode<'s>(stream: StreamVec<'s, u64, InputMessage>, input: u8, metrics: Arc<Metrics>) -> StreamVec<'s, u64, Tracked> {
     stream.flat_map(move |m| {
         let event = if input == 0 {
-            serde_json::from_slice::<Prediction>(&m.payload)
-                .ok()
-                .map(|p| Event::Predicted(Box::new(p)))
+            serde_json::from_slice::<Prediction>(&m.payload).ok().map(Event::predicted)
         } else {
             FeatureRecord::parse(&m.payload).ok().map(|r| {
                 Event::Observed(Observation {
@@ -153,7 +151,7 @@ pub fn encode(p: &Published, worker: usize, seq: u64) -> Option<OutRecord> {
     if !p.to_kafka() {
         return None;
     }
-    let mut v = serde_json::to_value(p).ok()?;
+    let mut v = p.to_json();
     v.as_object_mut()?
         .insert("published_at".into(), serde_json::Value::String(chrono::Utc::now().to_rfc3339()));
     Some(OutRecord {

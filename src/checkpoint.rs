@@ -67,11 +67,20 @@ pub fn lineage(dir: &Path, create: bool) -> Result<String, CheckpointError> {
         Err(source) => return Err(CheckpointError::Io { path, source }),
     }
     if !create {
-        return Err(CheckpointError::Invalid { path, reason: "missing (process 0 creates it at start)".into() });
+        return Err(CheckpointError::Invalid {
+            path,
+            reason: "missing (process 0 creates it at start)".into(),
+        });
     }
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    let id = format!("{:016x}", crate::kafka::assign::station_hash(&format!("{nanos}-{}-{}", std::process::id(), dir.display())));
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let id = format!(
+        "{:016x}",
+        crate::kafka::assign::station_hash(&format!("{nanos}-{}-{}", std::process::id(), dir.display()))
+    );
     let tmp = dir.join(".LINEAGE.tmp");
     {
         let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;

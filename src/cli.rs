@@ -195,7 +195,10 @@ pub fn main() -> anyhow::Result<()> {
                     if a.until_end {
                         args.push("--until-end".into());
                     }
-                    let policy = launcher::Policy { restart: settings.on_failure == OnFailure::Restart, max_restarts: settings.max_restarts };
+                    let policy = launcher::Policy {
+                        restart: settings.on_failure == OnFailure::Restart,
+                        max_restarts: settings.max_restarts,
+                    };
                     launcher::supervise(&exe, &args, settings.processes.len(), shutdown, policy)?;
                 }
             }

@@ -23,21 +23,21 @@ use rdkafka::consumer::CommitMode;
 use timely::dataflow::ProbeHandle;
 use timely::worker::Worker;
 
+use crate::checkpoint;
+use crate::checkpointer::Checkpointer;
 use crate::config::{Settings, Stage};
 use crate::dataflows::features::{self, FeaturesParts};
 use crate::features::event_time::WindowSpec;
-use crate::checkpoint;
-use crate::checkpointer::Checkpointer;
 use crate::kafka::assign::station_hash;
 use crate::kafka::sink::{self, delivery_producer, OutTopic, SinkParts, SinkProgress, SinkTopics};
 use crate::kafka::source::{epoch_now, Gate, PartitionReader};
+use crate::kafka::{self, KafkaIoError, KafkaSourceSpec};
+use crate::metrics::Metrics;
 use crate::operators::keyed::{OperatorCheckpoint, SnapshotBook};
+use crate::operators::window::WindowParams;
 use crate::operators::window::{CLOCKS_OPERATOR, WINDOWS_OPERATOR};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use crate::kafka::{self, KafkaIoError, KafkaSourceSpec};
-use crate::metrics::Metrics;
-use crate::operators::window::WindowParams;
 
 /// Topics process 0 creates for the configured stages.
 pub fn topics_to_create(s: &Settings) -> Vec<&str> {
@@ -90,7 +90,9 @@ impl FeaturesRun {
     /// Writes a checkpoint of the stage if its acknowledged frontier passed a new boundary.
     pub fn poll_checkpoint(&mut self) -> Result<(), String> {
         match self.checkpointer.as_mut() {
-            Some(c) => c.poll(&self.probe).map_err(|e| format!("worker {}: features stage: {e}", self.worker)),
+            Some(c) => c
+                .poll(&self.probe)
+                .map_err(|e| format!("worker {}: features stage: {e}", self.worker)),
             None => Ok(()),
         }
     }
@@ -166,7 +168,9 @@ fn drain(worker: &mut Worker, mut run: FeaturesRun, log_every_s: u64) -> Result<
         }
     }
     match run.checkpointer.as_mut() {
-        Some(c) => c.finish().map_err(|e| format!("worker {}: features stage: final checkpoint: {e}", run.worker))?,
+        Some(c) => c
+            .finish()
+            .map_err(|e| format!("worker {}: features stage: final checkpoint: {e}", run.worker))?,
         None => {
             let mut r = run.reader.borrow_mut();
             r.fold_through(u64::MAX);
@@ -207,7 +211,11 @@ fn features_parts(
     let wait = Duration::from_secs(60);
     let partitions = kafka::wait_for_topic(&consumer, &s.kafka.brokers, &t.raw, wait)?;
     let mut topics = SinkTopics::default();
-    for (kind, name) in [(OutTopic::Features, &t.features), (OutTopic::Dlq, &t.raw_dlq), (OutTopic::Late, &t.late)] {
+    for (kind, name) in [
+        (OutTopic::Features, &t.features),
+        (OutTopic::Dlq, &t.raw_dlq),
+        (OutTopic::Late, &t.late),
+    ] {
         let n = kafka::wait_for_topic(&consumer, &s.kafka.brokers, name, wait)?;
         topics = topics.with(kind, name, n as i32);
     }
@@ -226,7 +234,11 @@ fn features_parts(
     }
     let (lineage, published) = if ckpt {
         let lineage = crate::runner::wait_for_lineage(&dir)?;
-        let readback = kafka::consumer(&s.kafka.brokers, &format!("{}-features-readback", s.kafka.group_id), &s.consumer_options())?;
+        let readback = kafka::consumer(
+            &s.kafka.brokers,
+            &format!("{}-features-readback", s.kafka.group_id),
+            &s.consumer_options(),
+        )?;
         let ids = sink::published_ids(&readback, &lineage, &scan, Duration::from_secs(300))?;
         (lineage, ids)
     } else {
@@ -244,16 +256,32 @@ fn features_parts(
     let my_partition = |p: &str| p.parse::<usize>().is_ok_and(|p| p % peers == index);
     let my_station = |st: &str| station_hash(st) % peers as u64 == index as u64;
     let clocks = OperatorCheckpoint {
-        restored: restored.as_ref().map(|r| r.states(CLOCKS_OPERATOR, my_partition)).transpose().map_err(err)?.unwrap_or_default(),
+        restored: restored
+            .as_ref()
+            .map(|r| r.states(CLOCKS_OPERATOR, my_partition))
+            .transpose()
+            .map_err(err)?
+            .unwrap_or_default(),
         book: ckpt.then(|| clocks_book.clone()),
         every,
     };
     let windows = OperatorCheckpoint {
-        restored: restored.as_ref().map(|r| r.states(WINDOWS_OPERATOR, my_station)).transpose().map_err(err)?.unwrap_or_default(),
+        restored: restored
+            .as_ref()
+            .map(|r| r.states(WINDOWS_OPERATOR, my_station))
+            .transpose()
+            .map_err(err)?
+            .unwrap_or_default(),
         book: ckpt.then(|| windows_book.clone()),
         every,
     };
-    let gate = if ckpt { Gate(Rc::new(std::cell::Cell::new(epoch_now(s.dataflow.epoch_ms) + s.checkpoint_lead_epochs()))) } else { Gate::open() };
+    let gate = if ckpt {
+        Gate(Rc::new(std::cell::Cell::new(
+            epoch_now(s.dataflow.epoch_ms) + s.checkpoint_lead_epochs(),
+        )))
+    } else {
+        Gate::open()
+    };
     let checkpointer = ckpt.then(|| Checkpointer {
         dir: dir.clone(),
         worker: index,
@@ -288,7 +316,14 @@ fn features_parts(
         // A batch run (--until-end) completes every window; a streaming stop keeps open windows
         // in the final checkpoint (without checkpoints they would be lost, so they are emitted).
         flush_at_end: s.source.stop_at_end || !ckpt,
-        sink: SinkParts { lineage, producer, topics, published, progress, metrics: metrics.clone() },
+        sink: SinkParts {
+            lineage,
+            producer,
+            topics,
+            published,
+            progress,
+            metrics: metrics.clone(),
+        },
         window: window_params(s),
         metrics: metrics.clone(),
     };

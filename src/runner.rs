@@ -282,7 +282,11 @@ fn build_worker_parts(
         }
         scan.push((name, p, from.unwrap_or(0)));
     }
-    let lineage = if ckpt { wait_for_lineage(&inference_dir(s))? } else { "unchecked".to_string() };
+    let lineage = if ckpt {
+        wait_for_lineage(&inference_dir(s))?
+    } else {
+        "unchecked".to_string()
+    };
     let published = if ckpt {
         let readback = kafka::consumer(&s.kafka.brokers, &format!("{}-readback", s.kafka.group_id), &s.consumer_options())?;
         let ids = sink::published_ids(&readback, &lineage, &scan, Duration::from_secs(300))?;

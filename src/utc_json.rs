@@ -69,13 +69,30 @@ mod tests {
     struct Fast(#[serde(serialize_with = "serialize")] DateTime<Utc>);
 
     fn same(t: DateTime<Utc>) {
-        assert_eq!(serde_json::to_string(&Fast(t)).unwrap(), serde_json::to_string(&t).unwrap(), "{t:?}");
+        assert_eq!(
+            serde_json::to_string(&Fast(t)).unwrap(),
+            serde_json::to_string(&t).unwrap(),
+            "{t:?}"
+        );
     }
 
     #[test]
     fn identical_to_chrono() {
         let base = Utc.with_ymd_and_hms(2013, 10, 1, 12, 0, 0).unwrap();
-        for ns in [0, 1, 7, 999, 1_000, 123_000, 999_999, 1_000_000, 5_000_000, 120_000_000, 999_999_999, 123_456_789] {
+        for ns in [
+            0,
+            1,
+            7,
+            999,
+            1_000,
+            123_000,
+            999_999,
+            1_000_000,
+            5_000_000,
+            120_000_000,
+            999_999_999,
+            123_456_789,
+        ] {
             same(base + chrono::Duration::nanoseconds(ns));
         }
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -98,7 +115,11 @@ mod tests {
 
     #[test]
     fn leap_seconds_fall_back_to_chrono() {
-        let t = chrono::NaiveDate::from_ymd_opt(2016, 12, 31).unwrap().and_hms_nano_opt(23, 59, 59, 1_500_000_000).unwrap().and_utc();
+        let t = chrono::NaiveDate::from_ymd_opt(2016, 12, 31)
+            .unwrap()
+            .and_hms_nano_opt(23, 59, 59, 1_500_000_000)
+            .unwrap()
+            .and_utc();
         let mut buf = [0u8; 30];
         assert!(format(&t, &mut buf).is_none());
         same(t);

@@ -20,10 +20,19 @@ use weatherflow::models::{ModelError, ModelStore};
 fn promote_is_atomic_rollback_returns_and_history_is_kept() {
     let (dir, _) = store_with_forecasts("promote", true);
     let store = ModelStore::new(&dir);
-    assert_eq!(store.latest_version("forecast").unwrap(), None, "training does not promote by default");
+    assert_eq!(
+        store.latest_version("forecast").unwrap(),
+        None,
+        "training does not promote by default"
+    );
     let meta = store.promote("forecast", "v1").unwrap();
     assert_eq!(meta.served_name(), "ridge-per-lead/v1");
     assert_eq!(store.describe_choice("forecast"), "ridge-per-lead/v1");
+    let e = store.rollback("forecast").unwrap_err();
+    assert!(
+        matches!(e, ModelError::NoRollback { .. }) && e.to_string().contains("only version"),
+        "{e}"
+    );
 
     // A reader polling `latest` while versions are promoted back and forth only ever sees a
     // whole, valid version name.
@@ -53,13 +62,19 @@ fn promote_is_atomic_rollback_returns_and_history_is_kept() {
         .collect();
     assert!(leftovers.is_empty(), "temporary files left behind: {leftovers:?}");
 
-    // Latest is v1 now (200 promotions, the last one v1); promote v2, roll back to v1.
+    // Latest is v1 now (200 promotions, the last one v1); promote v2, roll back to v1, and
+    // rolling back again steps further back through the promotion history (to v2).
     store.promote("forecast", "v2").unwrap();
     assert_eq!(store.rollback("forecast").unwrap(), ("v2".to_string(), "v1".to_string()));
     assert_eq!(store.latest_version("forecast").unwrap().as_deref(), Some("v1"));
-    let e = store.rollback("forecast").unwrap_err();
-    assert!(matches!(e, ModelError::NoRollback { .. }), "{e}");
+    assert_eq!(store.rollback("forecast").unwrap(), ("v1".to_string(), "v2".to_string()));
     assert!(store.promote("forecast", "v9").is_err(), "a missing version is never promoted");
+    assert_eq!(
+        store.latest_version("forecast").unwrap().as_deref(),
+        Some("v2"),
+        "a refused promotion changes nothing"
+    );
+    store.promote("forecast", "v1").unwrap();
 
     // The CLI prints the switch.
     let out = run(&ModelsCommand::Promote(VersionArgs {
@@ -69,6 +84,12 @@ fn promote_is_atomic_rollback_returns_and_history_is_kept() {
     }))
     .unwrap();
     assert!(out.contains("latest is now v2") && out.contains("was v1"), "{out}");
+    let listed = run(&ModelsCommand::List(weatherflow::models::command::ListArgs {
+        kind: Some("forecast".into()),
+        store: StoreArg { store: dir.clone() },
+    }))
+    .unwrap();
+    assert!(listed.contains("* v2") && listed.contains("  v1"), "{listed}");
 }
 
 #[test]
@@ -77,7 +98,10 @@ fn corrupted_and_mismatched_models_are_refused_and_the_fallback_serves() {
     let store = ModelStore::new(&dir);
     store.promote("forecast", "v1").unwrap();
     let mut watch: ModelWatch<LinearPerLead> = ModelWatch::new(&ModelSource::store(&dir, 0));
-    assert_eq!(watch.poll(Instant::now()).map(|s| s.name.clone()).as_deref(), Some("ridge-per-lead/v1"));
+    assert_eq!(
+        watch.poll(Instant::now()).map(|s| s.name.clone()).as_deref(),
+        Some("ridge-per-lead/v1")
+    );
 
     // Corrupt v2's model file (one byte), promote it by hand (the CLI would refuse).
     let model = dir.join("forecast/v2/model.json");

@@ -21,7 +21,7 @@ fn t0() -> DateTime<Utc> {
 /// (observed) `obs`.
 fn prediction(station: &str, o: i64, f: impl Fn(u32) -> f64, half: f64, obs: Option<f64>, anomalous: bool) -> Event {
     let origin = t0() + Duration::hours(o);
-    Event::Predicted(Box::new(Prediction {
+    Event::predicted(Prediction {
         station_id: station.into(),
         window_end: origin,
         issued_at: origin,
@@ -46,7 +46,7 @@ fn prediction(station: &str, o: i64, f: impl Fn(u32) -> f64, half: f64, obs: Opt
         },
         observed_temperature: obs,
         source: None,
-    }))
+    })
 }
 
 fn actual(station: &str, t: i64, temp: f64) -> Event {
@@ -432,4 +432,103 @@ fn a_station_worse_than_persistence_raises_one_alert_and_recovers() {
     assert_eq!(c.metrics.all.mae, Some(0.0));
     assert_eq!(r.view.alerts().len(), 2);
     assert_eq!(r.view.alerts()[0].state, AlertState::Recovered, "newest first");
+}
+
+/// Runs `monitor` on a cluster of `processes` x `workers` timely processes (threads of this test,
+/// talking over TCP as separate processes do, so every exchanged record is serialised) and
+/// returns each process's view.
+fn run_cluster(processes: usize, workers: usize, epochs: Vec<Vec<Tracked>>, params: MonitorParams) -> Vec<View> {
+    let ports: Vec<u16> = (0..processes)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port())
+        .collect();
+    let addresses: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let epochs = Arc::new(epochs);
+    let (done, results) = mpsc::channel::<(usize, View)>();
+    for process in 0..processes {
+        let (addresses, epochs, params, done) = (addresses.clone(), epochs.clone(), params.clone(), done.clone());
+        std::thread::spawn(move || {
+            let view = Arc::new(Mutex::new(View::default()));
+            let v = view.clone();
+            let config = timely::Config {
+                communication: timely::CommunicationConfig::Cluster {
+                    threads: workers,
+                    process,
+                    addresses,
+                    report: false,
+                    zerocopy: false,
+                },
+                worker: timely::WorkerConfig::default(),
+            };
+            timely::execute(config, move |worker| {
+                let route = ViewRoute {
+                    view: v.clone(),
+                    processes,
+                    workers,
+                };
+                let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
+                    let (input, events) = scope.new_input::<Vec<Tracked>>();
+                    let (probe, _) = monitor(events, &params).sink_to_views(route).probe();
+                    (input, probe)
+                });
+                if worker.index() == 0 {
+                    for (i, batch) in epochs.iter().enumerate() {
+                        for t in batch {
+                            input.send(t.clone());
+                        }
+                        input.advance_to(i as u64 + 1);
+                        worker.step();
+                    }
+                }
+                input.close();
+                while !probe.done() {
+                    worker.step();
+                }
+            })
+            .unwrap()
+            .join();
+            let v = view.lock().unwrap().clone();
+            let _ = done.send((process, v));
+        });
+    }
+    // A worker that panics leaves the others waiting for it: fail instead of hanging.
+    let mut views: Vec<Option<View>> = vec![None; processes];
+    for _ in 0..processes {
+        let (p, v) = results
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .expect("the cluster did not finish (a worker failed?)");
+        views[p] = Some(v);
+    }
+    views.into_iter().map(Option::unwrap).collect()
+}
+
+#[test]
+fn every_process_serves_the_same_complete_view() {
+    let mut epochs = known_case();
+    // A prediction without a source position (its JSON omits the field) must cross processes too.
+    let mut extra = tracked(vec![vec![prediction("E", 0, |_| 5.0, 1.0, Some(5.0), true), actual("E", 1, 6.0)]]);
+    for t in extra.iter_mut().flatten() {
+        t.offset += 1000;
+    }
+    epochs.extend(extra);
+    let single = run(1, epochs.clone(), params(168, 1000)).view;
+    let views = run_cluster(2, 2, epochs, params(168, 1000));
+    assert_eq!(views.len(), 2);
+    for (i, v) in views.iter().enumerate() {
+        assert_eq!(v.stations(), single.stations(), "process {i}: station list");
+        assert_eq!(v.overall(), single.overall(), "process {i}: overall metrics");
+        assert_eq!(v.station_metrics(), single.station_metrics(), "process {i}");
+        assert_eq!(v.latest_predictions(), single.latest_predictions(), "process {i}");
+        assert_eq!(v.anomalies(10), single.anomalies(10), "process {i}");
+        assert_eq!(
+            v.station("E").unwrap().snapshot,
+            single.station("E").unwrap().snapshot,
+            "process {i}"
+        );
+    }
+    assert_eq!(single.stations().len(), 3);
+    assert_eq!(single.anomalies(10).len(), 2);
+    assert_eq!(
+        single.station("E").unwrap().metrics.as_ref().unwrap().metrics.leads[0].mae,
+        Some(1.0)
+    );
 }

@@ -31,9 +31,16 @@ fn env_usize(name: &str, default: usize) -> usize {
 struct Rng(u64);
 impl Rng {
     fn new() -> Self {
-        let seed = std::env::var("WEATHERFLOW_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
-        });
+        let seed = std::env::var("WEATHERFLOW_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+                    | 1
+            });
         eprintln!("random seed: WEATHERFLOW_TEST_SEED={seed}");
         Rng(seed)
     }
@@ -71,20 +78,33 @@ fn outputs(b: &str, predictions: &str, dlq: &str) -> BTreeMap<String, String> {
                 v.as_object_mut().unwrap().remove("issued_at");
                 v.to_string()
             } else {
-                format!("{}|{}", m.header("weatherflow.error").unwrap_or_default(), String::from_utf8_lossy(&m.payload))
+                format!(
+                    "{}|{}",
+                    m.header("weatherflow.error").unwrap_or_default(),
+                    String::from_utf8_lossy(&m.payload)
+                )
             };
             if seen.insert(id.clone(), body).is_some() {
                 dups.push(id);
             }
         }
     }
-    assert!(dups.is_empty(), "{} outputs were written more than once, e.g. {:?}", dups.len(), &dups[..dups.len().min(5)]);
+    assert!(
+        dups.is_empty(),
+        "{} outputs were written more than once, e.g. {:?}",
+        dups.len(),
+        &dups[..dups.len().min(5)]
+    );
     seen
 }
 
 /// The uninterrupted reference: 1 process x 1 worker over the same input topic.
 fn reference(b: &str, t: &Topics, partitions: i32) -> BTreeMap<String, String> {
-    let r = Topics { features: t.features.clone(), predictions: format!("{}-ref", t.predictions), dlq: format!("{}-ref", t.dlq) };
+    let r = Topics {
+        features: t.features.clone(),
+        predictions: format!("{}-ref", t.predictions),
+        dlq: format!("{}-ref", t.dlq),
+    };
     let cfg = write_config("reference", &r, b, 1, 1, partitions, &r.predictions);
     run_cluster(&cfg);
     outputs(b, &r.predictions, &r.dlq)
@@ -101,7 +121,9 @@ fn assert_same(got: &BTreeMap<String, String>, want: &BTreeMap<String, String>) 
 }
 
 fn set_in_config(cfg: &Path, section: &str, line: &str) {
-    let text = std::fs::read_to_string(cfg).unwrap().replace(&format!("[{section}]\n"), &format!("[{section}]\n{line}\n"));
+    let text = std::fs::read_to_string(cfg)
+        .unwrap()
+        .replace(&format!("[{section}]\n"), &format!("[{section}]\n{line}\n"));
     std::fs::write(cfg, text).unwrap();
 }
 
@@ -123,7 +145,13 @@ fn cluster_pids(cfg: &Path) -> Vec<i32> {
 /// time-out).
 fn launch(cfg: &Path) -> Child {
     let log = std::fs::File::create(cfg.with_extension("log")).unwrap();
-    bin().args(["run", "--config"]).arg(cfg).stdout(Stdio::null()).stderr(log).spawn().unwrap()
+    bin()
+        .args(["run", "--config"])
+        .arg(cfg)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
 }
 
 fn log_tail(cfg: &Path) -> String {
@@ -166,7 +194,9 @@ fn kill_random_processes_at_random_moments_and_output_stays_exact() {
     set_in_config(&cfg, "cluster", "on_failure = \"restart\"\nmax_restarts = 1000");
     // A long checkpoint interval: at a kill, outputs published after the last checkpoint are
     // usually in flight, so the restart must recognise them (read-back) to stay exactly-once.
-    let text = std::fs::read_to_string(&cfg).unwrap().replace("interval_ms = 200", "interval_ms = 1500");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("interval_ms = 200", "interval_ms = 1500");
     std::fs::write(&cfg, text).unwrap();
     let out_count = |b: &str| read_all(b, &t.predictions).len() + read_all(b, &t.dlq).len();
 
@@ -253,12 +283,29 @@ fn a_corrupted_checkpoint_is_detected_and_the_previous_one_is_used() {
     publish(&b, &t.features, 2, &records[1500..2200]);
     run_cluster(&cfg);
     // Damage the newest checkpoint: one file truncated (a partial write), as a crash could leave.
-    let dir = PathBuf::from(std::fs::read_to_string(&cfg).unwrap().lines().find_map(|l| l.strip_prefix("dir = ")).unwrap().trim_matches('"'))
-        .join("inference");
-    let mut ckpts: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    let dir = PathBuf::from(
+        std::fs::read_to_string(&cfg)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("dir = "))
+            .unwrap()
+            .trim_matches('"'),
+    )
+    .join("inference");
+    let mut ckpts: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
     ckpts.sort();
     let newest = ckpts.last().unwrap();
-    let file = std::fs::read_dir(newest).unwrap().flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|e| e == "json")).unwrap();
+    let file = std::fs::read_dir(newest)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "json"))
+        .unwrap();
     let bytes = std::fs::read(&file).unwrap();
     std::fs::write(&file, &bytes[..bytes.len() / 3]).unwrap();
     publish(&b, &t.features, 2, &records[2200..]);
@@ -266,7 +313,11 @@ fn a_corrupted_checkpoint_is_detected_and_the_previous_one_is_used() {
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(log.contains("skipping checkpoint"), "the damaged checkpoint is reported: {log}");
     let got = outputs(&b, &t.predictions, &t.dlq);
-    assert_eq!(got.len(), records.len(), "the older checkpoint plus read-back keeps it exactly once");
+    assert_eq!(
+        got.len(),
+        records.len(),
+        "the older checkpoint plus read-back keeps it exactly once"
+    );
     assert_same(&got, &reference(&b, &t, 2));
 }
 
@@ -279,22 +330,42 @@ struct DurableBroker {
 
 impl DurableBroker {
     fn start(&mut self) {
-        let tansu = ["tansu".to_string(), format!("{}/.cargo/bin/tansu", std::env::var("HOME").unwrap_or_default())]
-            .into_iter()
-            .find(|p| Command::new(p).arg("--help").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok())
-            .expect("tansu is installed (scripts/kafka-up installs it)");
+        let tansu = [
+            "tansu".to_string(),
+            format!("{}/.cargo/bin/tansu", std::env::var("HOME").unwrap_or_default()),
+        ]
+        .into_iter()
+        .find(|p| {
+            Command::new(p)
+                .arg("--help")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok()
+        })
+        .expect("tansu is installed (scripts/kafka-up installs it)");
         let url = format!("tcp://127.0.0.1:{}", self.port);
         let log = std::fs::File::create(self.dir.join("tansu.log")).unwrap();
         let child = Command::new(tansu)
             .current_dir(&self.dir)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "sqlite://tansu.db"])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "sqlite://tansu.db",
+            ])
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .unwrap();
         self.child = Some(child);
         let addr = format!("127.0.0.1:{}", self.port).parse().unwrap();
-        wait_for("the durable broker", Duration::from_secs(30), || std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok());
+        wait_for("the durable broker", Duration::from_secs(30), || {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+        });
     }
 
     fn stop(&mut self) {
@@ -326,7 +397,9 @@ fn broker_outage_of_30_seconds_loses_and_duplicates_nothing() {
     publish(&b, &t.features, 2, &records[..1500]);
     let cfg = write_config("outage", &t, &b, 1, 2, 2, &t.predictions);
     let launcher = launch(&cfg);
-    wait_for("first outputs", Duration::from_secs(60), || !read_all(&b, &t.predictions).is_empty());
+    wait_for("first outputs", Duration::from_secs(60), || {
+        !read_all(&b, &t.predictions).is_empty()
+    });
     broker.stop();
     eprintln!("broker stopped for 30 s");
     std::thread::sleep(Duration::from_secs(30));
@@ -348,7 +421,10 @@ fn chain_config(name: &str, t: &Topics, b: &str, processes: usize, workers: usiz
     let cfg = write_config(name, t, b, processes, workers, 4, predictions);
     let text = std::fs::read_to_string(&cfg).unwrap().replace(
         "[topics]\n",
-        &format!("[topics]\nraw = \"{}-raw\"\nraw_dlq = \"{}-rawdlq\"\nlate = \"{}-late\"\n", t.features, t.features, t.features),
+        &format!(
+            "[topics]\nraw = \"{}-raw\"\nraw_dlq = \"{}-rawdlq\"\nlate = \"{}-late\"\n",
+            t.features, t.features, t.features
+        ),
     );
     let text = format!("{text}[pipeline]\nstages = [\"features\", \"inference\"]\n[features]\nidle_timeout_ms = 3600000\n");
     std::fs::write(&cfg, text).unwrap();
@@ -392,7 +468,12 @@ fn the_features_and_inference_chain_survives_kills_exactly_once() {
     let records: Vec<(Option<String>, String)> = obs
         .iter()
         .filter(|o| o.time < chrono::DateTime::parse_from_rfc3339("2013-04-01T00:00:00Z").unwrap())
-        .map(|o| (Some(o.station_id.clone()), String::from_utf8(weatherflow::observations::message::encode_observation(o)).unwrap()))
+        .map(|o| {
+            (
+                Some(o.station_id.clone()),
+                String::from_utf8(weatherflow::observations::message::encode_observation(o)).unwrap(),
+            )
+        })
         .collect();
     weatherflow::kafka::ensure_topics(&b, &Default::default(), &[&raw], 4, 1).unwrap();
     let cfg = chain_config("chain", &t, &b, 2, 1, &t.predictions);
@@ -413,7 +494,11 @@ fn the_features_and_inference_chain_survives_kills_exactly_once() {
     for k in 0..env_usize("WEATHERFLOW_CRASH_KILLS", 10) {
         let start = Instant::now();
         while count(&b) <= produced {
-            assert!(start.elapsed() < Duration::from_secs(120), "no progress after a restart; launcher log:\n{}", log_tail(&cfg));
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "no progress after a restart; launcher log:\n{}",
+                log_tail(&cfg)
+            );
             std::thread::sleep(Duration::from_millis(300));
         }
         std::thread::sleep(Duration::from_millis(rng.below(1500)));
@@ -432,9 +517,15 @@ fn the_features_and_inference_chain_survives_kills_exactly_once() {
     run_cluster(&cfg);
     let (features, predictions) = chain_outputs(&b, &t.features, &t.predictions);
 
-    let r = Topics { features: format!("{}-ref", t.features), predictions: format!("{}-ref", t.predictions), dlq: format!("{}-ref", t.dlq) };
+    let r = Topics {
+        features: format!("{}-ref", t.features),
+        predictions: format!("{}-ref", t.predictions),
+        dlq: format!("{}-ref", t.dlq),
+    };
     let rcfg = chain_config("chain-ref", &r, &b, 1, 1, &r.predictions);
-    let text = std::fs::read_to_string(&rcfg).unwrap().replace(&format!("raw = \"{}-raw\"", r.features), &format!("raw = \"{raw}\""));
+    let text = std::fs::read_to_string(&rcfg)
+        .unwrap()
+        .replace(&format!("raw = \"{}-raw\"", r.features), &format!("raw = \"{raw}\""));
     std::fs::write(&rcfg, text).unwrap();
     run_cluster(&rcfg);
     let (want_f, want_p) = chain_outputs(&b, &r.features, &r.predictions);

@@ -83,7 +83,9 @@ impl Tree {
         // Features that still vary among these rows; pick one at random.
         let varying: Vec<(usize, f64, f64)> = (0..n_features)
             .filter_map(|f| {
-                let (lo, hi) = rows.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), r| (lo.min(r[f]), hi.max(r[f])));
+                let (lo, hi) = rows
+                    .iter()
+                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), r| (lo.min(r[f]), hi.max(r[f])));
                 (hi > lo).then_some((f, lo, hi))
             })
             .collect();
@@ -124,7 +126,11 @@ impl Tree {
                 return Some(depth + c_factor(*self.value.get(i)? as usize));
             }
             let v = f64::from(*self.value.get(i)?);
-            i = if *x.get(f as usize)? < v { i + 1 } else { *self.right.get(i)? as usize };
+            i = if *x.get(f as usize)? < v {
+                i + 1
+            } else {
+                *self.right.get(i)? as usize
+            };
             depth += 1.0;
         }
         None
@@ -233,7 +239,9 @@ mod tests {
     #[test]
     fn isolates_an_outlier_and_is_deterministic() {
         let mut rng = SplitMix64::new(7);
-        let mut rows: Vec<Vec<f64>> = (0..2000).map(|_| vec![rng.next_f64(), rng.next_f64(), (rng.next_f64() * 4.0).floor()]).collect();
+        let mut rows: Vec<Vec<f64>> = (0..2000)
+            .map(|_| vec![rng.next_f64(), rng.next_f64(), (rng.next_f64() * 4.0).floor()])
+            .collect();
         rows.push(vec![0.5, 0.5, 1.0]);
         let f = IsolationForest::fit(&rows, 50, 128, 42).unwrap();
         assert_eq!(f, IsolationForest::fit(&rows, 50, 128, 42).unwrap(), "same seed, same forest");

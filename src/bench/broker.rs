@@ -5,7 +5,7 @@
 //!   prefill: dataset ──producer (partition = crc32(station) mod 4, librdkafka's default)──> <run>-features
 //!   passthrough (W threads, partition p on thread p mod W):
 //!        consume ──> produce the same number of output bytes (each input's real prediction size,
-//!                    same key, the sink's partition fnv1a(key) mod 4, id header) ──> wait for every ack
+//!                    same key, the sink's partition fnv1a(key) mod 4, an id header of the sink's length) ──> wait for every ack
 //!                    no parsing, no compute
 //!   weatherflow (runner in-process, W workers, --until-end), checkpointing on / off
 //!        time from the first record read (metrics.records_in > 0) to the last output acknowledged
@@ -81,7 +81,10 @@ impl ProducerContext for AckCounter {
 fn producer(brokers: &str, options: &BTreeMap<String, String>) -> Result<BaseProducer<AckCounter>, KafkaIoError> {
     kafka::client_config(brokers, options)
         .create_with_context(AckCounter::default())
-        .map_err(|source| KafkaIoError::Client { context: "creating bench producer".into(), source })
+        .map_err(|source| KafkaIoError::Client {
+            context: "creating bench producer".into(),
+            source,
+        })
 }
 
 /// Sends, retrying while librdkafka's queue is full.
@@ -93,7 +96,12 @@ fn send<'a>(p: &BaseProducer<AckCounter>, mut rec: BaseRecord<'a, [u8], [u8]>) -
                 rec = r;
                 p.poll(Duration::from_millis(1));
             }
-            Err((source, _)) => return Err(KafkaIoError::Client { context: "bench produce".into(), source }),
+            Err((source, _)) => {
+                return Err(KafkaIoError::Client {
+                    context: "bench produce".into(),
+                    source,
+                })
+            }
         }
     }
 }
@@ -121,7 +129,11 @@ pub fn prefill(brokers: &str, options: &BTreeMap<String, String>, topic: &str, d
     let start = Instant::now();
     for (part, msgs) in data.by_partition.iter().enumerate() {
         for m in msgs {
-            send(&p, BaseRecord::to(topic).partition(part as i32).key(&m.key[..]).payload(&m.payload[..])).map_err(|e| e.to_string())?;
+            send(
+                &p,
+                BaseRecord::to(topic).partition(part as i32).key(&m.key[..]).payload(&m.payload[..]),
+            )
+            .map_err(|e| e.to_string())?;
             p.poll(Duration::ZERO);
         }
     }
@@ -162,7 +174,8 @@ pub fn passthrough(s: &Settings, input: &str, output: &str, sizes: &Arc<Vec<Vec<
     let threads: Vec<_> = (0..workers.max(1))
         .map(|w| {
             let (b, copts, popts) = (s.kafka.brokers.clone(), s.consumer_options(), s.producer_options());
-            let (input, output, sizes, filler, group) = (input.to_string(), output.to_string(), sizes.clone(), filler.clone(), group.clone());
+            let (input, output, sizes, filler, group) =
+                (input.to_string(), output.to_string(), sizes.clone(), filler.clone(), group.clone());
             let mine: Vec<i32> = (0..partitions).filter(|p| p % workers.max(1) == w).map(|p| p as i32).collect();
             std::thread::spawn(move || pass_thread(&b, &copts, &popts, &group, &input, &output, &mine, &sizes, &filler))
         })
@@ -209,7 +222,8 @@ fn pass_thread(
     let mut tpl = TopicPartitionList::new();
     let mut at_end: BTreeMap<i32, bool> = BTreeMap::new();
     for part in mine {
-        tpl.add_partition_offset(input, *part, Offset::Beginning).map_err(|e| e.to_string())?;
+        tpl.add_partition_offset(input, *part, Offset::Beginning)
+            .map_err(|e| e.to_string())?;
         at_end.insert(*part, sizes[*part as usize].is_empty());
     }
     if mine.is_empty() {
@@ -230,12 +244,19 @@ fn pass_thread(
                     let len = sizes[part as usize].get(off as usize).copied().unwrap_or(0) as usize;
                     id.clear();
                     use std::fmt::Write;
-                    let _ = write!(id, "{part}:{off}");
-                    let headers = OwnedHeaders::new_with_capacity(1).insert(Header { key: ID_HEADER, value: Some(id.as_bytes()) });
+                    let _ = write!(id, "{:016x}/{part}:{off}", 0);
+                    let headers = OwnedHeaders::new_with_capacity(1).insert(Header {
+                        key: ID_HEADER,
+                        value: Some(id.as_bytes()),
+                    });
                     // The partition weatherflow's sink chooses: FNV-1a of the key.
                     let key = m.key().unwrap_or_default();
                     let out_part = (station_hash(&String::from_utf8_lossy(key)) % out_partitions) as i32;
-                    let rec = BaseRecord::to(output).partition(out_part).key(key).payload(&filler[..len]).headers(headers);
+                    let rec = BaseRecord::to(output)
+                        .partition(out_part)
+                        .key(key)
+                        .payload(&filler[..len])
+                        .headers(headers);
                     send(&p, rec).map_err(|e| e.to_string())?;
                     sent += 1;
                     n += 1;
@@ -285,7 +306,12 @@ pub fn weatherflow(s: &Settings, expected: u64) -> Result<BrokerRun, String> {
     let last = last.unwrap_or_else(Instant::now);
     let seconds = first.map(|f| (last - f).as_secs_f64()).unwrap_or(f64::NAN);
     Ok(BrokerRun {
-        job: if s.checkpoint.enabled { "weatherflow+checkpoints" } else { "weatherflow" }.into(),
+        job: if s.checkpoint.enabled {
+            "weatherflow+checkpoints"
+        } else {
+            "weatherflow"
+        }
+        .into(),
         records: expected,
         seconds,
         rate: expected as f64 / seconds,
@@ -350,11 +376,18 @@ pub fn produce_only(s: &Settings, data: &Dataset, sizes: &[Vec<u32>], topic: &st
         for (off, m) in msgs.iter().enumerate() {
             use std::fmt::Write;
             id.clear();
-            let _ = write!(id, "{part}:{off}");
-            let headers = OwnedHeaders::new_with_capacity(1).insert(Header { key: ID_HEADER, value: Some(id.as_bytes()) });
+            let _ = write!(id, "{:016x}/{part}:{off}", 0);
+            let headers = OwnedHeaders::new_with_capacity(1).insert(Header {
+                key: ID_HEADER,
+                value: Some(id.as_bytes()),
+            });
             let len = sizes[part][off] as usize;
             let out_part = (station_hash(&String::from_utf8_lossy(&m.key)) % sizes.len().max(1) as u64) as i32;
-            let rec = BaseRecord::to(topic).partition(out_part).key(&m.key[..]).payload(&filler[..len]).headers(headers);
+            let rec = BaseRecord::to(topic)
+                .partition(out_part)
+                .key(&m.key[..])
+                .payload(&filler[..len])
+                .headers(headers);
             send(&p, rec).map_err(|e| e.to_string())?;
             sent += 1;
             p.poll(Duration::ZERO);

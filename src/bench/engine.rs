@@ -88,7 +88,12 @@ pub fn run(data: &Arc<Dataset>, workers: usize, models: &ModelSource, epoch_reco
         let (index, peers) = (worker.index(), worker.peers());
         let metrics = Arc::new(Metrics::default());
         let params = forecast_params(&models);
-        let (c, topics) = (c.clone(), SinkTopics::default().with(OutTopic::Predictions, "p", partitions as i32).with(OutTopic::Dlq, "d", partitions as i32));
+        let (c, topics) = (
+            c.clone(),
+            SinkTopics::default()
+                .with(OutTopic::Predictions, "p", partitions as i32)
+                .with(OutTopic::Dlq, "d", partitions as i32),
+        );
         let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
             let (input, stream) = scope.new_input::<InputMessage>();
             let (accepted, dead) = stream.parse_features(TOPIC.into(), metrics.clone());

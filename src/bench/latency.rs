@@ -5,7 +5,7 @@
 //!   generator (paced: record i at t0 + i/rate) ──produce, opaque = send time (µs)──> <run>-features
 //!        delivery report: (partition, offset) -> send time
 //!   weatherflow (runner in-process, streaming, checkpointing on or off)
-//!   reader (fetch.wait.max.ms = 1) <── <run>-predictions: id header "partition:offset" -> arrival time (µs)
+//!   reader (fetch.wait.max.ms = 1) <── <run>-predictions: id header "<lineage>/partition:offset" -> arrival time (µs)
 //!   latency = arrival - send, for records sent after the warm-up records came out
 //! ```
 //!
@@ -90,6 +90,12 @@ impl ProducerContext for SentLog {
     }
 }
 
+/// The input position (`partition:offset`) an output id answers (ids are `<lineage>/<p>:<o>`).
+pub fn input_position(id: &[u8]) -> String {
+    let id = String::from_utf8_lossy(id);
+    id.rsplit('/').next().unwrap_or_default().to_string()
+}
+
 /// Arrival times by output id, filled by the reader thread.
 type Arrivals = Arc<Mutex<HashMap<String, u64>>>;
 
@@ -105,9 +111,12 @@ fn reader(brokers: String, topic: String, partitions: usize, arrivals: Arrivals,
     while !stop.load(Ordering::Relaxed) {
         if let Some(Ok(m)) = c.poll(Duration::from_millis(5)) {
             let t = now_us();
-            let id = m.headers().and_then(|h| h.iter().find(|h| h.key == ID_HEADER)).and_then(|h| h.value);
+            let id = m
+                .headers()
+                .and_then(|h| h.iter().find(|h| h.key == ID_HEADER))
+                .and_then(|h| h.value);
             if let (Some(id), Ok(mut a)) = (id, arrivals.lock()) {
-                a.insert(String::from_utf8_lossy(id).into_owned(), t);
+                a.insert(input_position(id), t);
             }
         }
     }
@@ -187,7 +196,9 @@ fn generate(
 ) -> Result<(u64, Vec<(i32, i64, u64)>, f64), String> {
     let mut opts = s.producer_options();
     opts.insert("linger.ms".into(), "0".into());
-    let p: BaseProducer<SentLog> = kafka::client_config(&s.kafka.brokers, &opts).create_with_context(SentLog::default()).map_err(|e| e.to_string())?;
+    let p: BaseProducer<SentLog> = kafka::client_config(&s.kafka.brokers, &opts)
+        .create_with_context(SentLog::default())
+        .map_err(|e| e.to_string())?;
     // Round-robin over partitions keeps every station's records in window order.
     let parts = data.by_partition.len();
     let longest = data.by_partition.iter().map(Vec::len).max().unwrap_or(0);
@@ -196,7 +207,10 @@ fn generate(
     let mut it = order.take(total);
     let send = |p: &BaseProducer<SentLog>, q: usize, o: usize| -> Result<(), String> {
         let m = &data.by_partition[q][o];
-        let mut rec = BaseRecord::with_opaque_to(&spec.features, now_us() as usize).partition(q as i32).key(&m.key[..]).payload(&m.payload[..]);
+        let mut rec = BaseRecord::with_opaque_to(&spec.features, now_us() as usize)
+            .partition(q as i32)
+            .key(&m.key[..])
+            .payload(&m.payload[..]);
         loop {
             match p.send(rec) {
                 Ok(()) => return Ok(()),
@@ -237,6 +251,18 @@ fn generate(
         }
         p.poll(Duration::ZERO);
         std::thread::sleep(Duration::from_micros(300));
+        if i % 2000 == 0 {
+            let snap = metrics.snapshot();
+            let seen = arrivals.lock().map(|a| a.len()).unwrap_or(0);
+            tracing::debug!(
+                sent,
+                delivered = p.context().sent.lock().map(|v| v.len()).unwrap_or(0),
+                read = snap.records_in,
+                acked = snap.predictions_acked,
+                seen,
+                "bench: latency progress"
+            );
+        }
     }
     let achieved = i as f64 / start.elapsed().as_secs_f64();
     let _ = p.flush(Duration::from_secs(60));

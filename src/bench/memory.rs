@@ -60,7 +60,10 @@ pub fn measure(base: &BaseSeries, stations: usize, hours: usize) -> MemoryReport
             let record = base.record(stations, k, hour);
             let f = seq.forecast(Accepted {
                 record,
-                source: SourcePosition { partition: 0, offset: (hour * stations + k) as i64 },
+                source: SourcePosition {
+                    partition: 0,
+                    offset: (hour * stations + k) as i64,
+                },
             });
             std::hint::black_box(seq.score(f));
         }
@@ -69,7 +72,8 @@ pub fn measure(base: &BaseSeries, stations: usize, hours: usize) -> MemoryReport
     let after = rss_bytes();
     let checkpoint = snapshot_len(&seq.forecast) + snapshot_len(&seq.anomaly);
     let key = seq.forecast.keys().next().map_or(0, String::len);
-    let inline = std::mem::size_of::<StationForecastState>() + std::mem::size_of::<StationAnomaly>() + 2 * (std::mem::size_of::<String>() + key);
+    let inline =
+        std::mem::size_of::<StationForecastState>() + std::mem::size_of::<StationAnomaly>() + 2 * (std::mem::size_of::<String>() + key);
     let n = stations.max(1) as f64;
     MemoryReport {
         stations,

@@ -81,7 +81,12 @@ pub enum Part {
 #[derive(Clone, Debug, Args)]
 pub struct BenchArgs {
     /// Parts to run, comma-separated (default: all, in this order).
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "memory,engine,sweep,profile,e2e,latency,recovery")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "memory,engine,sweep,profile,e2e,latency,recovery"
+    )]
     pub parts: Vec<Part>,
     /// Feature file the input is generated from (stations renamed to scale).
     #[arg(long, default_value = "data/features/nyc_2013.jsonl")]
@@ -183,7 +188,9 @@ pub fn run(a: &BenchArgs) -> Result<Report, BenchError> {
     if has(Part::Profile) {
         tracing::info!("bench: profile");
         let data = base.generate(a.records, a.stations, 4);
-        let runs: Vec<_> = (0..repeats).map(|_| profile::stages(&data, fallback_params(ModelSource::fallback_only()), Serving::default(), 8192)).collect();
+        let runs: Vec<_> = (0..repeats)
+            .map(|_| profile::stages(&data, fallback_params(ModelSource::fallback_only()), Serving::default(), 8192))
+            .collect();
         r.profile = Some(ProfileSection::new(runs, r.engine.as_ref()));
     }
     if has(Part::E2e) {
@@ -202,7 +209,13 @@ pub fn run(a: &BenchArgs) -> Result<Report, BenchError> {
                     tracing::info!(rate, epoch_ms, checkpoints = ckpt, "bench: latency");
                     let records = (rate * a.latency_seconds) as usize + 1000;
                     let data = base.generate(records, a.stations, 4);
-                    let mut spec = ClusterSpec::single(&a.brokers, &format!("{}-features", unique("latency")), a.e2e_workers, &work, "latency");
+                    let mut spec = ClusterSpec::single(
+                        &a.brokers,
+                        &format!("{}-features", unique("latency")),
+                        a.e2e_workers,
+                        &work,
+                        "latency",
+                    );
                     spec.stop_at_end = false;
                     spec.checkpoint = ckpt;
                     spec.epoch_ms = epoch_ms;
@@ -236,7 +249,11 @@ fn engine_part(base: &BaseSeries, a: &BenchArgs, repeats: usize) -> Result<Engin
     let trained = a.models.as_ref().map(|d| ModelSource::store(d, 5000));
     if let Some(d) = &a.models {
         let store = crate::models::ModelStore::new(d);
-        s.trained_models = Some(format!("forecast: {}; anomaly: {}", store.describe_choice("forecast"), store.describe_choice("anomaly")));
+        s.trained_models = Some(format!(
+            "forecast: {}; anomaly: {}",
+            store.describe_choice("forecast"),
+            store.describe_choice("anomaly")
+        ));
     }
     for rep in 0..repeats {
         tracing::info!(rep, "bench: engine");
@@ -246,9 +263,11 @@ fn engine_part(base: &BaseSeries, a: &BenchArgs, repeats: usize) -> Result<Engin
             order.reverse();
         }
         for &w in &order {
-            s.fallback.push(engine::run(&data, w, &ModelSource::fallback_only(), a.epoch_records).map_err(part_err("engine"))?);
+            s.fallback
+                .push(engine::run(&data, w, &ModelSource::fallback_only(), a.epoch_records).map_err(part_err("engine"))?);
             if let Some(t) = &trained {
-                s.trained.push(engine::run(&data, w, t, a.epoch_records).map_err(part_err("engine"))?);
+                s.trained
+                    .push(engine::run(&data, w, t, a.epoch_records).map_err(part_err("engine"))?);
             }
         }
     }
@@ -291,8 +310,13 @@ fn output_sizes(data: &Dataset) -> Vec<Vec<u32>> {
             msgs.iter()
                 .enumerate()
                 .map(|(o, m)| {
-                    let Ok(record) = crate::contract::FeatureRecord::parse(&m.payload) else { return m.payload.len() as u32 };
-                    let source = crate::contract::SourcePosition { partition: p as i32, offset: o as i64 };
+                    let Ok(record) = crate::contract::FeatureRecord::parse(&m.payload) else {
+                        return m.payload.len() as u32;
+                    };
+                    let source = crate::contract::SourcePosition {
+                        partition: p as i32,
+                        offset: o as i64,
+                    };
                     let f = seq.forecast(crate::operators::Accepted { record, source });
                     crate::operators::encode(seq.score(f), "bench").payload.len() as u32
                 })

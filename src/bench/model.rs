@@ -106,12 +106,21 @@ mod tests {
         let mut s = Sequential::new(params, Serving::default());
         let recs: Vec<FeatureRecord> = text.lines().take(30).map(|l| FeatureRecord::parse(l.as_bytes()).unwrap()).collect();
         for (i, r) in recs.iter().enumerate() {
-            let a = Accepted { record: r.clone(), source: SourcePosition { partition: 0, offset: i as i64 } };
+            let a = Accepted {
+                record: r.clone(),
+                source: SourcePosition {
+                    partition: 0,
+                    offset: i as i64,
+                },
+            };
             let f = s.forecast(a);
             let out = s.score(f);
             assert!(matches!(out, Outcome::Predicted(ref p) if p.forecast.len() == 24));
         }
-        let again = Accepted { record: recs[0].clone(), source: SourcePosition { partition: 0, offset: 99 } };
+        let again = Accepted {
+            record: recs[0].clone(),
+            source: SourcePosition { partition: 0, offset: 99 },
+        };
         let f = s.forecast(again);
         assert!(matches!(s.score(f), Outcome::Stale(_)));
         assert_eq!(s.forecast.len(), 3);

@@ -89,7 +89,15 @@ pub fn stages(data: &Dataset, params: ForecastParams, serving: Serving, chunk: u
             })
             .collect();
         d[0] += t.elapsed();
-        d[4] += roundtrip(accepted.iter().map(|a| Epoched { epoch: 1, record: a.clone() }).collect());
+        d[4] += roundtrip(
+            accepted
+                .iter()
+                .map(|a| Epoched {
+                    epoch: 1,
+                    record: a.clone(),
+                })
+                .collect(),
+        );
         let t = Instant::now();
         let forecasted: Vec<Forecasted> = accepted.into_iter().map(|a| seq.forecast(a)).collect();
         d[1] += t.elapsed();

@@ -141,7 +141,11 @@ fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Instant> {
 pub fn run(brokers: &str, base: &BaseSeries, o: &RecoveryOptions, work: &Path) -> Result<RecoveryReport, String> {
     let u = unique("recovery");
     let ports: Vec<u16> = (0..2)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()))
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+        })
         .collect::<Result<_, _>>()
         .map_err(|e| e.to_string())?;
     let mut spec = ClusterSpec::single(brokers, &format!("{u}-features"), 1, work, "recovery");
@@ -173,14 +177,25 @@ pub fn run(brokers: &str, base: &BaseSeries, o: &RecoveryOptions, work: &Path) -
         std::thread::spawn(move || generator(&sh, &b, &base, &spec, &o))
     };
     let rd = {
-        let (sh, b, t, n) = (shared.clone(), brokers.to_string(), spec.predictions.clone(), spec.partitions as usize);
+        let (sh, b, t, n) = (
+            shared.clone(),
+            brokers.to_string(),
+            spec.predictions.clone(),
+            spec.partitions as usize,
+        );
         std::thread::spawn(move || reader(&sh, &b, &t, n))
     };
     let result = kill_loop(&shared, &cfg, o);
     shared.stop.store(true, Ordering::Relaxed);
     let gen_result = gen.join().map_err(|_| "generator panicked".to_string());
     let published = shared.published.load(Ordering::Relaxed);
-    let count = || shared.arrivals.lock().map(|a| a.iter().map(|x| &x.1).collect::<BTreeSet<_>>().len() as u64).unwrap_or(0);
+    let count = || {
+        shared
+            .arrivals
+            .lock()
+            .map(|a| a.iter().map(|x| &x.1).collect::<BTreeSet<_>>().len() as u64)
+            .unwrap_or(0)
+    };
     wait_until(Duration::from_secs(120), || count() >= published);
     // SAFETY: kill(2) on our own child's pid with SIGTERM has no memory effects.
     unsafe { libc::kill(launcher.id() as libc::pid_t, libc::SIGTERM) };
@@ -237,9 +252,15 @@ fn kill_loop(sh: &Shared, cfg: &Path, o: &RecoveryOptions) -> Result<Vec<KillTim
         // SAFETY: kill(2) with SIGKILL on a pid of our own cluster; no memory effects.
         unsafe { libc::kill(victim, libc::SIGKILL) };
         let gone = wait_until(limit, || old.iter().all(|p| !alive(*p))).ok_or("old processes did not exit")?;
-        let restarted = wait_until(limit, || cluster_pids(cfg).iter().any(|(p, _)| !old.contains(p))).ok_or("the cluster was not restarted")?;
+        let restarted =
+            wait_until(limit, || cluster_pids(cfg).iter().any(|(p, _)| !old.contains(p))).ok_or("the cluster was not restarted")?;
         let first = wait_until(limit, || last_arrival().is_some_and(|t| t > restarted)).ok_or("no output after the restart")?;
-        let distinct = || sh.arrivals.lock().map(|a| a.iter().map(|x| &x.1).collect::<BTreeSet<_>>().len() as u64).unwrap_or(0);
+        let distinct = || {
+            sh.arrivals
+                .lock()
+                .map(|a| a.iter().map(|x| &x.1).collect::<BTreeSet<_>>().len() as u64)
+                .unwrap_or(0)
+        };
         let caught = wait_until(limit, || distinct() >= published_before).ok_or("outputs did not catch up")?;
         let s = |t: Instant| (t - t_kill).as_secs_f64();
         tracing::info!(kill = k + 1, process, first_output_s = s(first), "bench: recovered");
@@ -255,8 +276,9 @@ fn kill_loop(sh: &Shared, cfg: &Path, o: &RecoveryOptions) -> Result<Vec<KillTim
 }
 
 fn generator(sh: &Shared, brokers: &str, base: &BaseSeries, spec: &ClusterSpec, o: &RecoveryOptions) -> Result<(), String> {
-    let p: rdkafka::producer::BaseProducer<AckCounter> =
-        kafka::client_config(brokers, &spec.settings()?.producer_options()).create_with_context(AckCounter::default()).map_err(|e| e.to_string())?;
+    let p: rdkafka::producer::BaseProducer<AckCounter> = kafka::client_config(brokers, &spec.settings()?.producer_options())
+        .create_with_context(AckCounter::default())
+        .map_err(|e| e.to_string())?;
     let start = Instant::now();
     let mut i = 0usize;
     while !sh.stop.load(Ordering::Relaxed) {
@@ -265,7 +287,10 @@ fn generator(sh: &Shared, brokers: &str, base: &BaseSeries, spec: &ClusterSpec, 
             let r = base.record(o.stations, i % o.stations, i / o.stations);
             let part = super::data::default_partition(r.station_id.as_bytes(), spec.partitions as usize) as i32;
             let payload = serde_json::to_vec(&r).map_err(|e| e.to_string())?;
-            let rec = BaseRecord::to(&spec.features).partition(part).key(r.station_id.as_bytes()).payload(&payload[..]);
+            let rec = BaseRecord::to(&spec.features)
+                .partition(part)
+                .key(r.station_id.as_bytes())
+                .payload(&payload[..]);
             p.send(rec).map_err(|(e, _)| e.to_string())?;
             i += 1;
         }
@@ -293,9 +318,12 @@ fn reader(sh: &Shared, brokers: &str, topic: &str, partitions: usize) -> Result<
         match c.poll(Duration::from_millis(5)) {
             Some(Ok(m)) => {
                 idle_since = None;
-                let id = m.headers().and_then(|h| h.iter().find(|h| h.key == ID_HEADER)).and_then(|h| h.value);
+                let id = m
+                    .headers()
+                    .and_then(|h| h.iter().find(|h| h.key == ID_HEADER))
+                    .and_then(|h| h.value);
                 if let (Some(id), Ok(mut a)) = (id, sh.arrivals.lock()) {
-                    a.push((Instant::now(), String::from_utf8_lossy(id).into_owned()));
+                    a.push((Instant::now(), super::latency::input_position(id)));
                 }
             }
             _ => {

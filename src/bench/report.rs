@@ -73,7 +73,13 @@ impl EngineSection {
 
     /// Median records per CPU-second of this process on `workers` workers.
     pub fn per_cpu(runs: &[EngineRun], workers: usize) -> f64 {
-        median(&runs.iter().filter(|r| r.workers == workers).map(|r| r.records as f64 / r.cpu.self_cpu_s).collect::<Vec<_>>())
+        median(
+            &runs
+                .iter()
+                .filter(|r| r.workers == workers)
+                .map(|r| r.records as f64 / r.cpu.self_cpu_s)
+                .collect::<Vec<_>>(),
+        )
     }
 
     /// Median engine rate on `workers` workers, records/s.
@@ -213,7 +219,12 @@ impl Report {
     pub fn new(a: &BenchArgs) -> Self {
         let (cores, cpu, memory_gib) = machine();
         Report {
-            machine: Machine { cores, cpu, memory_gib, load: (load_average(), f64::NAN) },
+            machine: Machine {
+                cores,
+                cpu,
+                memory_gib,
+                load: (load_average(), f64::NAN),
+            },
             options: format!("{a:?}"),
             memory: None,
             engine: None,
@@ -233,23 +244,45 @@ impl Report {
         let mut t = Vec::new();
         let mut push = |name: &str, target: &str, measured: f64, ok: fn(f64) -> bool| {
             let met = (!measured.is_nan()).then(|| ok(measured));
-            t.push(Target { name: name.into(), target: target.into(), measured, met });
+            t.push(Target {
+                name: name.into(),
+                target: target.into(),
+                measured,
+                met,
+            });
         };
         let (serde, one, two) = match &self.engine {
-            Some(e) => (e.serde_rate(), EngineSection::rate(&e.fallback, 1), EngineSection::rate(&e.fallback, 2)),
+            Some(e) => (
+                e.serde_rate(),
+                EngineSection::rate(&e.fallback, 1),
+                EngineSection::rate(&e.fallback, 2),
+            ),
             None => (f64::NAN, f64::NAN, f64::NAN),
         };
         push("engine-only (1 worker) / serde limit", ">= 0.5", one / serde, |x| x >= 0.5);
         push("engine-only 2 workers / 1 worker", ">= 1.7", two / one, |x| x >= 1.7);
         let (pass, wf, wfc) = match &self.e2e {
-            Some(e) => (e.median("passthrough"), e.median("weatherflow"), e.median("weatherflow+checkpoints")),
+            Some(e) => (
+                e.median("passthrough"),
+                e.median("weatherflow"),
+                e.median("weatherflow+checkpoints"),
+            ),
             None => (f64::NAN, f64::NAN, f64::NAN),
         };
         push("end-to-end with checkpoints / passthrough", ">= 0.8", wfc / pass, |x| x >= 0.8);
         push("end-to-end without checkpoints / passthrough", ">= 0.8", wf / pass, |x| x >= 0.8);
         for epoch in self.latency.iter().map(|l| l.epoch_ms).collect::<std::collections::BTreeSet<_>>() {
-            let p99 = median(&self.latency.iter().filter(|l| l.checkpoint && l.epoch_ms == epoch).map(|l| l.p99_ms).collect::<Vec<_>>());
-            push(&format!("p99 latency, checkpoints on, epoch {epoch} ms (ms)"), "<= 50", p99, |x| x <= 50.0);
+            let p99 = median(
+                &self
+                    .latency
+                    .iter()
+                    .filter(|l| l.checkpoint && l.epoch_ms == epoch)
+                    .map(|l| l.p99_ms)
+                    .collect::<Vec<_>>(),
+            );
+            push(&format!("p99 latency, checkpoints on, epoch {epoch} ms (ms)"), "<= 50", p99, |x| {
+                x <= 50.0
+            });
         }
         let mem = self.memory.as_ref().map_or(f64::NAN, |m| m.rss_bytes_per_station);
         push("state per station, RSS (bytes)", "<= 2048", mem, |x| x <= 2048.0);
@@ -262,9 +295,17 @@ impl Report {
     pub fn render(&self) -> String {
         let mut o = String::new();
         let m = &self.machine;
-        let _ = writeln!(o, "machine: {} cores, {}, {:.1} GiB; load average {:.2} at start, {:.2} at end (shared machine)", m.cores, m.cpu, m.memory_gib, m.load.0, m.load.1);
+        let _ = writeln!(
+            o,
+            "machine: {} cores, {}, {:.1} GiB; load average {:.2} at start, {:.2} at end (shared machine)",
+            m.cores, m.cpu, m.memory_gib, m.load.0, m.load.1
+        );
         if let Some(mem) = &self.memory {
-            let _ = writeln!(o, "\n== memory per station ({} stations, {} records each)", mem.stations, mem.hours_per_station);
+            let _ = writeln!(
+                o,
+                "\n== memory per station ({} stations, {} records each)",
+                mem.stations, mem.hours_per_station
+            );
             let _ = writeln!(
                 o,
                 "RSS delta {:.0} B/station ({:.1} -> {:.1} MiB) | checkpoint JSON {:.0} B/station | inline structs + keys {} B/station",
@@ -276,11 +317,26 @@ impl Report {
             );
         }
         if let Some(e) = &self.engine {
-            let _ = writeln!(o, "\n== engine-only ({} records, {} stations, {:.0} B/input record)", e.records, e.stations, e.input_bytes_per_record);
-            let _ = writeln!(o, "serde limit (1 thread): {:>9.0} rec/s  runs: {}", e.serde_rate(), list(e.serde.iter().map(|s| s.rate)));
+            let _ = writeln!(
+                o,
+                "\n== engine-only ({} records, {} stations, {:.0} B/input record)",
+                e.records, e.stations, e.input_bytes_per_record
+            );
+            let _ = writeln!(
+                o,
+                "serde limit (1 thread): {:>9.0} rec/s  runs: {}",
+                e.serde_rate(),
+                list(e.serde.iter().map(|s| s.rate))
+            );
             if let Some(s) = e.serde.first() {
                 let n = s.records as f64;
-                let _ = writeln!(o, "   parse {:.2} us/rec, serialise {:.2} us/rec, {:.0} B/output", s.parse_seconds * 1e6 / n, s.serialise_seconds * 1e6 / n, s.output_bytes as f64 / n);
+                let _ = writeln!(
+                    o,
+                    "   parse {:.2} us/rec, serialise {:.2} us/rec, {:.0} B/output",
+                    s.parse_seconds * 1e6 / n,
+                    s.serialise_seconds * 1e6 / n,
+                    s.output_bytes as f64 / n
+                );
             }
             for (label, runs) in [("fallback", &e.fallback), ("trained", &e.trained)] {
                 let mut ws: Vec<usize> = runs.iter().map(|r| r.workers).collect();
@@ -312,24 +368,55 @@ impl Report {
         if !self.sweep.is_empty() {
             let _ = writeln!(o, "\n== engine-only by number of stations");
             for p in &self.sweep {
-                let _ = writeln!(o, "{:>7} stations, {:>7} records, {} worker(s): {:>9.0} rec/s  runs: {}", p.stations, p.records, p.workers, p.median_rate, list(p.rates.iter().copied()));
+                let _ = writeln!(
+                    o,
+                    "{:>7} stations, {:>7} records, {} worker(s): {:>9.0} rec/s  runs: {}",
+                    p.stations,
+                    p.records,
+                    p.workers,
+                    p.median_rate,
+                    list(p.rates.iter().copied())
+                );
             }
         }
         if let Some(p) = &self.profile {
             let s = &p.median;
             let _ = writeln!(o, "\n== profile (us per record, one thread, stages in isolation)");
-            let _ = writeln!(o, "parse {:.2} | forecast {:.2} | anomaly+assemble {:.2} | encode (JSON) {:.2} | sum {:.2}", s.parse_us, s.forecast_us, s.anomaly_us, s.encode_us, s.compute_us());
-            let _ = writeln!(o, "engine 1 worker {:.2} => dataflow overhead (buffer, sort, exchange, scheduling) {:.2}", p.engine_us, p.dataflow_overhead_us);
             let _ = writeln!(
+                o,
+                "parse {:.2} | forecast {:.2} | anomaly+assemble {:.2} | encode (JSON) {:.2} | sum {:.2}",
+                s.parse_us,
+                s.forecast_us,
+                s.anomaly_us,
+                s.encode_us,
+                s.compute_us()
+            );
+            let _ = writeln!(
+                o,
+                "engine 1 worker {:.2} => dataflow overhead (buffer, sort, exchange, scheduling) {:.2}",
+                p.engine_us, p.dataflow_overhead_us
+            );
+            let _ =
+                writeln!(
                 o,
                 "exchange serialisation between processes (bincode out+back): accepted {:.2} | forecasted {:.2} | output {:.2} | sum {:.2}",
                 s.exchange_accepted_us, s.exchange_forecasted_us, s.exchange_out_us, s.exchange_us()
             );
         }
         if let Some(e) = &self.e2e {
-            let _ = writeln!(o, "\n== through the broker ({} records, {:.0} B in, {:.0} B out per record)", e.records, e.input_bytes_per_record, e.output_bytes_per_record);
+            let _ = writeln!(
+                o,
+                "\n== through the broker ({} records, {:.0} B in, {:.0} B out per record)",
+                e.records, e.input_bytes_per_record, e.output_bytes_per_record
+            );
             let pass = e.median("passthrough");
-            for job in ["passthrough", "weatherflow", "weatherflow+checkpoints", "consume-only", "produce-only"] {
+            for job in [
+                "passthrough",
+                "weatherflow",
+                "weatherflow+checkpoints",
+                "consume-only",
+                "produce-only",
+            ] {
                 let rate = e.median(job);
                 let runs: Vec<&BrokerRun> = e.runs.iter().filter(|r| r.job == job).collect();
                 let med = |f: fn(&BrokerRun) -> f64| median(&runs.iter().map(|r| f(r)).collect::<Vec<_>>());
@@ -347,7 +434,11 @@ impl Report {
             let _ = writeln!(o, "cost of checkpointing: {:.1} % of throughput", (1.0 - wfc / wf) * 100.0);
         }
         if !self.latency.is_empty() {
-            let _ = writeln!(o, "\n== latency, produce -> prediction visible, offered {:.0} rec/s", self.latency_rate);
+            let _ = writeln!(
+                o,
+                "\n== latency, produce -> prediction visible, offered {:.0} rec/s",
+                self.latency_rate
+            );
             for l in &self.latency {
                 let _ = writeln!(
                     o,
@@ -366,7 +457,11 @@ impl Report {
             }
         }
         if let Some(r) = &self.recovery {
-            let _ = writeln!(o, "\n== recovery after kill -9 ({} processes x {} worker, {:.0} rec/s in, {} stations, checkpoint every {} ms)", r.processes, r.workers, r.rate, r.stations, r.checkpoint_ms);
+            let _ = writeln!(
+                o,
+                "\n== recovery after kill -9 ({} processes x {} worker, {:.0} rec/s in, {} stations, checkpoint every {} ms)",
+                r.processes, r.workers, r.rate, r.stations, r.checkpoint_ms
+            );
             for (i, k) in r.kills.iter().enumerate() {
                 let _ = writeln!(
                     o,

@@ -58,7 +58,6 @@ pub const FEATURES: [&str; N_FEATURES] = [
 /// Number of features.
 pub const N_FEATURES: usize = 31;
 
-
 /// Humidity used when none was reported in the last 6 hours, %.
 const DEFAULT_HUMIDITY: f64 = 70.0;
 
@@ -91,11 +90,16 @@ impl Climatology {
         self.mean + self.cos * w.cos() + self.sin * w.sin()
     }
 
-    /// Least-squares fit on `(hour index, temperature)` samples; `None` with fewer than 30 days
-    /// of samples or a degenerate design.
+    /// Least days of samples (and span) for a fit: the annual cycle is ill-determined from a
+    /// season's worth of data (three winter months extrapolate wildly into May).
+    pub const MIN_DAYS: i64 = 180;
+
+    /// Least-squares fit on `(hour index, temperature)` samples; `None` with samples spanning
+    /// fewer than [`MIN_DAYS`](Self::MIN_DAYS) days (or covering less than half of them) or a
+    /// degenerate design.
     pub fn fit(samples: &[(i64, f64)]) -> Option<Climatology> {
         let span = samples.iter().map(|s| s.0).max()? - samples.iter().map(|s| s.0).min()?;
-        if samples.len() < 24 * 30 || span < 24 * 30 {
+        if span < 24 * Self::MIN_DAYS || (samples.len() as i64) < 12 * Self::MIN_DAYS {
             return None;
         }
         let mut a = [[0.0f64; 3]; 3];
@@ -272,7 +276,11 @@ pub const INTERVAL_SCALE: &str = "interval_scale:sqrt(fallback_half_width*volati
 /// Every input a forecast model's metadata lists: the point features in order, then the
 /// interval normaliser (a model calibrated with another normaliser must not be served).
 pub fn schema() -> Vec<String> {
-    FEATURES.iter().map(|f| f.to_string()).chain(std::iter::once(INTERVAL_SCALE.to_string())).collect()
+    FEATURES
+        .iter()
+        .map(|f| f.to_string())
+        .chain(std::iter::once(INTERVAL_SCALE.to_string()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -294,9 +302,14 @@ mod tests {
             cos: -10.0,
             sin: -6.0,
         };
-        let samples: Vec<(i64, f64)> = (0..24 * 240).map(|h| (h + 376_944, truth.at(h + 376_944) + ((h * 7919) % 11) as f64 / 10.0 - 0.5)).collect();
+        let samples: Vec<(i64, f64)> = (0..24 * 240)
+            .map(|h| (h + 376_944, truth.at(h + 376_944) + ((h * 7919) % 11) as f64 / 10.0 - 0.5))
+            .collect();
         let fit = Climatology::fit(&samples).unwrap();
-        assert!((fit.mean - 12.5).abs() < 0.1 && (fit.cos + 10.0).abs() < 0.1 && (fit.sin + 6.0).abs() < 0.1, "{fit:?}");
+        assert!(
+            (fit.mean - 12.5).abs() < 0.1 && (fit.cos + 10.0).abs() < 0.1 && (fit.sin + 6.0).abs() < 0.1,
+            "{fit:?}"
+        );
         assert!(Climatology::fit(&samples[..100]).is_none(), "too short");
         assert!(Climatology::fit(&vec![(5, 1.0); 1000]).is_none(), "degenerate");
         assert_eq!(schema().len(), N_FEATURES + 1);

@@ -187,7 +187,10 @@ impl LinearPerLead {
             return Err(format!("climatology of station {s} is not finite or implausible"));
         }
         if self.leads.len() != LEADS || self.leads.iter().enumerate().any(|(i, l)| l.lead != i + 1) {
-            return Err(format!("expected leads 1..={LEADS} in order, found {} lead model(s)", self.leads.len()));
+            return Err(format!(
+                "expected leads 1..={LEADS} in order, found {} lead model(s)",
+                self.leads.len()
+            ));
         }
         for l in &self.leads {
             let ok = |t: &[f64]| t.len() == QUANTILE_GRID && t.iter().all(|q| q.is_finite());
@@ -214,7 +217,10 @@ impl LinearPerLead {
             let (q_lo, q_hi) = m.quantiles(p);
             points.push(ForecastPoint {
                 lead_hours: lead as u32,
-                valid_at: o.window_end.checked_add_signed(Duration::hours(lead as i64)).unwrap_or(o.window_end),
+                valid_at: o
+                    .window_end
+                    .checked_add_signed(Duration::hours(lead as i64))
+                    .unwrap_or(o.window_end),
                 temperature: Some(f),
                 lower: Some((f + q_lo * size).min(f)),
                 upper: Some((f + q_hi * size).max(f)),
@@ -233,11 +239,13 @@ mod tests {
             center: vec![0.0; N_FEATURES],
             scale: vec![1.0; N_FEATURES],
             offset: 0.0,
-            regressor: Regressor::Ridge(<RidgeRegression<f64, f64, Array2<f64>, Array1<f64>> as smartcore::api::SupervisedEstimator<
-                Array2<f64>,
-                Array1<f64>,
-                smartcore::linear::ridge_regression::RidgeRegressionParameters<f64>,
-            >>::new()),
+            regressor: Regressor::Ridge(
+                <RidgeRegression<f64, f64, Array2<f64>, Array1<f64>> as smartcore::api::SupervisedEstimator<
+                    Array2<f64>,
+                    Array1<f64>,
+                    smartcore::linear::ridge_regression::RidgeRegressionParameters<f64>,
+                >>::new(),
+            ),
         }
     }
 

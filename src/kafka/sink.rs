@@ -445,7 +445,11 @@ pub fn published_ids(
             match consumer.poll(Duration::from_millis(100)) {
                 None => {}
                 Some(Ok(m)) => {
-                    if let Some(v) = m.headers().and_then(|h| h.iter().find(|h| h.key == ID_HEADER)).and_then(|h| h.value) {
+                    if let Some(v) = m
+                        .headers()
+                        .and_then(|h| h.iter().find(|h| h.key == ID_HEADER))
+                        .and_then(|h| h.value)
+                    {
                         if let Some(id) = String::from_utf8_lossy(v).strip_prefix(&prefix) {
                             ids.insert(id.to_string());
                         }

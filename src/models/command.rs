@@ -89,7 +89,10 @@ pub fn run(cmd: &ModelsCommand) -> Result<String, ModelError> {
                     let mark = if l.latest { "*" } else { " " };
                     match l.meta {
                         Ok(m) => {
-                            let created = m.created_at.map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string()).unwrap_or_else(|| "-".into());
+                            let created = m
+                                .created_at
+                                .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+                                .unwrap_or_else(|| "-".into());
                             let _ = writeln!(out, "{mark} {:<8} {:<22} created {created}", l.version, m.model_type);
                         }
                         Err(e) => {
@@ -116,7 +119,12 @@ pub fn run(cmd: &ModelsCommand) -> Result<String, ModelError> {
                 Err(e) => format!("NO: {e}"),
             };
             let latest = store.latest_version(&kind)?.as_deref() == Some(version.as_str());
-            let _ = writeln!(out, "{kind}/{version}: {}{}", meta.served_name(), if latest { " (latest)" } else { "" });
+            let _ = writeln!(
+                out,
+                "{kind}/{version}: {}{}",
+                meta.served_name(),
+                if latest { " (latest)" } else { "" }
+            );
             let _ = writeln!(out, "servable by this build: {servable}");
             let _ = writeln!(out, "directory: {}", store.version_dir(&kind, &version).display());
             let _ = writeln!(out, "{}", serde_json::to_string_pretty(&meta).unwrap_or_default());

@@ -321,7 +321,10 @@ impl ModelStore {
         check_kind(kind)?;
         let meta = self.metadata(kind, version)?;
         let (expected_features, types): (Vec<String>, &[&str]) = match kind {
-            "forecast" => (crate::forecast::features::schema(), &[forecast_model::RIDGE, forecast_model::ELASTIC_NET]),
+            "forecast" => (
+                crate::forecast::features::schema(),
+                &[forecast_model::RIDGE, forecast_model::ELASTIC_NET],
+            ),
             _ => (
                 anomaly_model::FEATURES.iter().map(|f| f.to_string()).collect(),
                 &[anomaly_model::ROBUST_IFOREST, anomaly_model::ROBUST_ZSCORE],
@@ -352,7 +355,10 @@ impl ModelStore {
         };
         let path = self.version_dir(kind, version).join(MODEL_FILE);
         let bytes = std::fs::read(&path).map_err(io(&path))?;
-        let want = meta.files.get(MODEL_FILE).ok_or_else(|| corrupt(format!("metadata has no digest of {MODEL_FILE}")))?;
+        let want = meta
+            .files
+            .get(MODEL_FILE)
+            .ok_or_else(|| corrupt(format!("metadata has no digest of {MODEL_FILE}")))?;
         let got = Digest::of(&bytes);
         if got != *want {
             return Err(corrupt(format!(
@@ -368,7 +374,10 @@ impl ModelStore {
             "forecast" => {
                 let m: LinearPerLead = serde_json::from_slice(&bytes).map_err(|e| corrupt(format!("{}: {e}", path.display())))?;
                 if m.model_type != meta.model_type {
-                    return Err(corrupt(format!("model.json says type {:?}, metadata {:?}", m.model_type, meta.model_type)));
+                    return Err(corrupt(format!(
+                        "model.json says type {:?}, metadata {:?}",
+                        m.model_type, meta.model_type
+                    )));
                 }
                 m.validate().map_err(|message| self.schema_or_corrupt(kind, version, message))?;
                 Loaded::Forecast(m)
@@ -376,7 +385,10 @@ impl ModelStore {
             _ => {
                 let m: AnomalyModel = serde_json::from_slice(&bytes).map_err(|e| corrupt(format!("{}: {e}", path.display())))?;
                 if m.model_type != meta.model_type {
-                    return Err(corrupt(format!("model.json says type {:?}, metadata {:?}", m.model_type, meta.model_type)));
+                    return Err(corrupt(format!(
+                        "model.json says type {:?}, metadata {:?}",
+                        m.model_type, meta.model_type
+                    )));
                 }
                 m.validate().map_err(|message| self.schema_or_corrupt(kind, version, message))?;
                 Loaded::Anomaly(m)
@@ -450,7 +462,12 @@ impl ModelStore {
 
     /// The next free `v<N>` name of `kind`.
     pub fn next_version(&self, kind: &str) -> Result<String, ModelError> {
-        let n = self.list(kind)?.iter().filter_map(|l| version_number(&l.version)).max().unwrap_or(0);
+        let n = self
+            .list(kind)?
+            .iter()
+            .filter_map(|l| version_number(&l.version))
+            .max()
+            .unwrap_or(0);
         Ok(format!("v{}", n + 1))
     }
 
@@ -630,6 +647,9 @@ mod tests {
         assert_eq!(s.next_version("anomaly").unwrap(), "v2");
         let leftovers: Vec<_> = std::fs::read_dir(d.join("anomaly")).unwrap().filter_map(Result::ok).collect();
         assert_eq!(leftovers.len(), 1, "no temporary directory left behind");
-        assert!(matches!(s.promote("anomaly", "v1"), Err(ModelError::Unsupported { .. })), "broken models are never promoted");
+        assert!(
+            matches!(s.promote("anomaly", "v1"), Err(ModelError::Unsupported { .. })),
+            "broken models are never promoted"
+        );
     }
 }

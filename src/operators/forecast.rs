@@ -44,8 +44,8 @@ use crate::anomaly::qc;
 use crate::anomaly::trained::{Evidence, EvidenceState, ModelVerdict};
 use crate::contract::{ForecastPoint, LEADS};
 use crate::forecast::fallback::{self, FallbackForecaster, FallbackParams};
-use crate::forecast::history::RecentHistory;
 use crate::forecast::features::Origin;
+use crate::forecast::history::RecentHistory;
 use crate::forecast::{normal_quantile, Expectation};
 use crate::metrics::Metrics;
 use crate::models::serving::{EpochGate, ModelSource, ModelWatch, Serving};
@@ -71,9 +71,10 @@ pub struct StationForecastState {
     /// Recent history read by trained models (whatever version is served).
     #[serde(default)]
     pub history: RecentHistory,
-    /// The last forecast a trained model issued (the next records' expectation).
+    /// The last forecast a trained model issued (the next records' expectation). Boxed: it is
+    /// `None` unless a trained model is served, and inline it would add 200 B to every station.
     #[serde(default)]
-    pub issued: Option<Issued>,
+    pub issued: Option<Box<Issued>>,
     /// Running evidence for the trained anomaly model.
     #[serde(default)]
     pub evidence: EvidenceState,
@@ -167,7 +168,11 @@ impl StationForecastState {
         let rec = &a.record;
         let hour = rec.hour_index();
         let out = self.model.observe(rec, interval);
-        let accepted = self.model.origin().filter(|o| o.0 == hour).and_then(|_| qc::usable_temperature(rec));
+        let accepted = self
+            .model
+            .origin()
+            .filter(|o| o.0 == hour)
+            .and_then(|_| qc::usable_temperature(rec));
         let humidity = rec.humidity_mean.filter(|&h| qc::plausible_humidity(h));
         self.history.push(hour, accepted, humidity, qc::usable_pressure(rec));
         let (points, model, expected) = match &serving.forecast {
@@ -179,7 +184,7 @@ impl StationForecastState {
                 let expected = self.issued.as_ref().and_then(|i| i.expectation(hour)).or(out.expected);
                 match served.model.forecast(&self.origin(rec, &out.points), interval) {
                     Some(points) => {
-                        self.issued = Issued::new(hour, &points, interval);
+                        self.issued = Issued::new(hour, &points, interval).map(Box::new);
                         (points, served.name.clone(), expected)
                     }
                     None => (out.points, fallback::NAME.to_string(), expected),
@@ -187,7 +192,10 @@ impl StationForecastState {
             }
         };
         let evidence = self.evidence.observe(rec, expected);
-        let verdict = serving.anomaly.as_ref().map(|s| ModelVerdict::new(&s.name, s.model.assess(&rec.station_id, &evidence)));
+        let verdict = serving
+            .anomaly
+            .as_ref()
+            .map(|s| ModelVerdict::new(&s.name, s.model.assess(&rec.station_id, &evidence)));
         let made = Forecast {
             points,
             expected,

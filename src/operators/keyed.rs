@@ -83,7 +83,11 @@ pub type KeyedCheckpoint<S> = OperatorCheckpoint<Vec<(String, S)>>;
 impl<T: Default> OperatorCheckpoint<T> {
     /// No checkpointing, empty start.
     pub fn disabled() -> Self {
-        OperatorCheckpoint { restored: T::default(), book: None, every: 1 }
+        OperatorCheckpoint {
+            restored: T::default(),
+            book: None,
+            every: 1,
+        }
     }
 }
 
@@ -103,7 +107,13 @@ pub struct BoundarySnapshots {
 impl BoundarySnapshots {
     /// Snapshots into `book` (none when `None`) at multiples of `every` epochs.
     pub fn new(book: Option<Rc<RefCell<SnapshotBook>>>, every: u64) -> Self {
-        BoundarySnapshots { book, every: every.max(1), covered: 0, dirty: true, last: None }
+        BoundarySnapshots {
+            book,
+            every: every.max(1),
+            covered: 0,
+            dirty: true,
+            last: None,
+        }
     }
 
     /// The state changed.

@@ -35,12 +35,12 @@ use timely::dataflow::StreamVec;
 use super::{dead_letter, dlq_headers, output_id};
 use crate::contract::{FeatureRecord, RejectKind, Rejection, SourcePosition};
 use crate::features::event_time::{Admission, Mark, PartitionClock, PartitionClocks, StationWindows, WindowBook, WindowSpec};
-use crate::operators::keyed::{BoundarySnapshots, KeyedCheckpoint, OperatorCheckpoint};
 use crate::kafka::assign::station_hash;
 use crate::kafka::{InputMessage, OutRecord, OutTopic};
 use crate::metrics::Metrics;
 use crate::observations::message::{encode_observation, parse_observation};
 use crate::observations::Observation;
+use crate::operators::keyed::{BoundarySnapshots, KeyedCheckpoint, OperatorCheckpoint};
 
 /// Headers of records on the late topic, besides the DLQ ones (`weatherflow.error`, `.kind` =
 /// `late_record`, `weatherflow.source.topic/.partition/.offset`).

@@ -95,6 +95,11 @@ pub fn check_config_lines(s: &Settings) -> Result<Vec<String>, CommandError> {
         lines.push("http: disabled".into());
     }
     lines.push(format!(
+        "librdkafka {} built with: {}",
+        rdkafka::util::get_rdkafka_version().1,
+        builtin_features()
+    ));
+    lines.push(format!(
         "kafka consumer options: {}",
         redact::describe_options(&s.consumer_options())
     ));
@@ -103,4 +108,46 @@ pub fn check_config_lines(s: &Settings) -> Result<Vec<String>, CommandError> {
         redact::describe_options(&s.producer_options())
     ));
     Ok(lines)
+}
+
+/// The features librdkafka was built with (`builtin.features`: ssl, sasl_plain, sasl_scram, ...).
+pub fn builtin_features() -> String {
+    rdkafka::config::ClientConfig::new()
+        .create_native_config()
+        .ok()
+        .and_then(|c| c.get("builtin.features").ok())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RawConfig;
+
+    #[test]
+    fn sasl_ssl_settings_pass_through_to_librdkafka() {
+        let f = builtin_features();
+        for needed in ["ssl", "sasl_plain", "sasl_scram", "sasl_oauthbearer"] {
+            assert!(f.split(',').any(|x| x == needed), "librdkafka lacks {needed}: {f}");
+        }
+        let raw = RawConfig::parse(
+            "[kafka]\nbrokers = \"127.0.0.1:1\"\n[kafka.options]\n\"security.protocol\" = \"SASL_SSL\"\n\"sasl.mechanism\" = \"SCRAM-SHA-512\"\n\"sasl.username\" = \"svc\"\n\"sasl.password\" = \"s3cret\"\n\"ssl.endpoint.identification.algorithm\" = \"https\"\n",
+        )
+        .unwrap();
+        let s = raw.resolve("test").unwrap();
+        let lines = check_config_lines(&s).expect("librdkafka accepts SASL_SSL with SCRAM");
+        let text = lines.join("\n");
+        assert!(
+            text.contains("security.protocol=SASL_SSL") && text.contains("sasl.password=<redacted>"),
+            "{text}"
+        );
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(!format!("{:?}", s.kafka).contains("s3cret"), "Debug of the kafka settings redacts");
+        let bad = RawConfig::parse("[kafka.options]\n\"security.protocol\" = \"SASL_TLS\"\n")
+            .unwrap()
+            .resolve("t")
+            .unwrap();
+        let e = check_config_lines(&bad).unwrap_err().to_string();
+        assert!(e.contains("security.protocol"), "{e}");
+    }
 }

@@ -455,10 +455,13 @@ impl WorkerOps {
         if let Some(run) = self.monitoring.take() {
             run.drain(worker);
             if self.first_in_process {
+                let m = self.shared.monitoring.snapshot();
                 tracing::info!(
                     worker = self.index,
-                    "monitoring stage finished: {}",
-                    self.shared.monitoring.snapshot()
+                    "monitoring stage finished: read {} records ({} undecodable), published {} metric records",
+                    m.records_in,
+                    m.rejected_invalid,
+                    m.predictions_acked
                 );
             }
         }

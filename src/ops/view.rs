@@ -141,7 +141,7 @@ impl View {
     pub fn latest_predictions(&self) -> BTreeMap<String, Prediction> {
         self.stations
             .iter()
-            .filter_map(|(id, v)| Some((id.clone(), v.snapshot.as_ref()?.latest.clone()?)))
+            .filter_map(|(id, v)| Some((id.clone(), v.snapshot.as_ref()?.latest.clone()?.0)))
             .collect()
     }
 

@@ -52,7 +52,11 @@ fn robust_stats(rows: &[&Row]) -> RobustStats {
     let mut median = Vec::with_capacity(N_EVIDENCE);
     let mut scale = Vec::with_capacity(N_EVIDENCE);
     for i in 0..N_EVIDENCE {
-        let v: Vec<f64> = rows.iter().filter(|r| r.evidence.present[i]).map(|r| r.evidence.values[i]).collect();
+        let v: Vec<f64> = rows
+            .iter()
+            .filter(|r| r.evidence.present[i])
+            .map(|r| r.evidence.values[i])
+            .collect();
         let m = quantile(&v, 0.5).unwrap_or(0.0);
         let dev: Vec<f64> = v.iter().map(|x| (x - m).abs()).collect();
         let mad = quantile(&dev, 0.5).unwrap_or(0.0) * 1.4826;
@@ -177,7 +181,9 @@ pub fn train_anomaly(o: &TrainOptions) -> Result<TrainOutcome, TrainError> {
         thresholds,
         forest,
     };
-    model.validate().map_err(|m| TrainError::NotEnoughData(format!("the fitted model is not servable: {m}")))?;
+    model
+        .validate()
+        .map_err(|m| TrainError::NotEnoughData(format!("the fitted model is not servable: {m}")))?;
     let model_bytes = serde_json::to_vec(&model).map_err(|e| TrainError::NotEnoughData(e.to_string()))?;
     let reloaded: AnomalyModel = serde_json::from_slice(&model_bytes).map_err(|e| TrainError::NotEnoughData(e.to_string()))?;
     let version = match &o.version {
@@ -226,7 +232,16 @@ pub fn train_anomaly(o: &TrainOptions) -> Result<TrainOutcome, TrainError> {
     let clean_rules = event_scores(&[], &rules_c, GRACE_H).alarms;
 
     // 4. Report.
-    let report = render_report(o, &data.source, &name, &forecast_name, &model, &with_model, &rules_only, (clean_model, clean_rules, clean_hours));
+    let report = render_report(
+        o,
+        &data.source,
+        &name,
+        &forecast_name,
+        &model,
+        &with_model,
+        &rules_only,
+        (clean_model, clean_rules, clean_hours),
+    );
     let chart = score_chart(&windows, &scores_f, &name).svg();
     let summary = serde_json::json!({
         "forecaster": forecast_name,
@@ -319,14 +334,21 @@ fn render_report(
         "- fit on normal hours (rules quiet) of {}; thresholds on {} and {}; evaluated on {} with {} faults of each kind per station injected",
         o.periods.train, o.periods.train, o.periods.calibration, o.periods.test, FAULTS_PER_KIND
     );
-    let _ = writeln!(s, "- expectations from the forecaster {forecaster}; hyperparameters {}", serde_json::to_string(&o.config.anomaly).unwrap_or_default());
+    let _ = writeln!(
+        s,
+        "- expectations from the forecaster {forecaster}; hyperparameters {}",
+        serde_json::to_string(&o.config.anomaly).unwrap_or_default()
+    );
     let t = &model.thresholds;
     let _ = writeln!(
         s,
         "- thresholds: |residual z| {:.2}, stuck run {:.0} h or stuck score {:.1}, CUSUM up {:.2} / down {:.2}, isolation score {:.3} (normal median {:.3})\n",
         t.residual_z, t.stuck_hours, t.stuck_score, t.cusum_up, t.cusum_down, t.forest, t.forest_median
     );
-    let _ = writeln!(s, "## Event-level detection on injected faults (alarms: runs of flagged hours; grace {GRACE_H} h after a fault)\n");
+    let _ = writeln!(
+        s,
+        "## Event-level detection on injected faults (alarms: runs of flagged hours; grace {GRACE_H} h after a fault)\n"
+    );
     let row = |label: &str, e: &EventScores| {
         vec![
             label.to_string(),
@@ -371,10 +393,22 @@ fn score_chart(windows: &[EventWindow], scores: &HashMap<(String, i64), (f64, f6
     };
     let (h0, h1) = (w.start - 72, w.end + 72);
     let x = |h: i64| (h - h0) as f64;
-    let get = |h: i64, i: usize| scores.get(&(w.station.clone(), h)).map_or(f64::NAN, |s| if i == 0 { s.0 } else { s.1 });
-    let marked: Vec<&EventWindow> = windows.iter().filter(|f| f.station == w.station && f.end >= h0 && f.start <= h1).collect();
+    let get = |h: i64, i: usize| {
+        scores
+            .get(&(w.station.clone(), h))
+            .map_or(f64::NAN, |s| if i == 0 { s.0 } else { s.1 })
+    };
+    let marked: Vec<&EventWindow> = windows
+        .iter()
+        .filter(|f| f.station == w.station && f.end >= h0 && f.start <= h1)
+        .collect();
     Chart {
-        title: format!("{}: anomaly score around an injected {} ({} h)", w.station, w.kind, w.end - w.start + 1),
+        title: format!(
+            "{}: anomaly score around an injected {} ({} h)",
+            w.station,
+            w.kind,
+            w.end - w.start + 1
+        ),
         x_label: format!("hours from {}", hour_time(h0).format("%Y-%m-%d %H:00Z")),
         y_label: "score".into(),
         x_ticks: vec![],

@@ -105,7 +105,9 @@ impl TrainArgs {
             (Some(f), None, None) => DataSource::Features(f.clone()),
             (None, Some(r), None) => {
                 let fmt = self.format.as_deref().unwrap_or_default();
-                let format: SourceFormat = fmt.parse().map_err(|e: crate::observations::UnknownFormat| TrainError::Periods(e.to_string()))?;
+                let format: SourceFormat = fmt
+                    .parse()
+                    .map_err(|e: crate::observations::UnknownFormat| TrainError::Periods(e.to_string()))?;
                 DataSource::Raw { format, path: r.clone() }
             }
             (None, None, Some(t)) => {
@@ -128,7 +130,11 @@ impl TrainArgs {
                     patience: Duration::from_secs(120),
                 }
             }
-            _ => return Err(TrainError::Periods("give exactly one data source: --features FILE, --raw FILE --format F, or --topic T".into())),
+            _ => {
+                return Err(TrainError::Periods(
+                    "give exactly one data source: --features FILE, --raw FILE --format F, or --topic T".into(),
+                ))
+            }
         };
         let periods = Periods {
             train: parse_period(&self.train)?,
@@ -137,7 +143,10 @@ impl TrainArgs {
         };
         periods.validate()?;
         if !(self.interval > 0.5 && self.interval < 0.99) {
-            return Err(TrainError::Periods(format!("--interval {} must be between 0.5 and 0.99", self.interval)));
+            return Err(TrainError::Periods(format!(
+                "--interval {} must be between 0.5 and 0.99",
+                self.interval
+            )));
         }
         let config = TrainConfig::load(self.config.as_deref(), kind, self.model.as_deref(), &self.params)?;
         Ok(TrainOptions {
@@ -167,7 +176,11 @@ pub fn run(cmd: &TrainCommand) -> Result<TrainOutcome, TrainError> {
         (Some(v), Some(d)) => println!(
             "stored {v} in {}{}",
             d.display(),
-            if outcome.promoted { " and promoted it (latest)" } else { " (not promoted: weatherflow models promote KIND VERSION)" }
+            if outcome.promoted {
+                " and promoted it (latest)"
+            } else {
+                " (not promoted: weatherflow models promote KIND VERSION)"
+            }
         ),
         (None, Some(d)) => println!("dry run: report written to {}", d.display()),
         _ => println!("dry run: nothing stored"),

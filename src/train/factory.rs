@@ -145,7 +145,9 @@ impl TrainConfig {
                 .unwrap_or_else(|| toml::Value::String(v.to_string()));
             table.insert(k.to_string(), value);
         }
-        let config: TrainConfig = toml::Value::Table(doc).try_into().map_err(|e: toml::de::Error| FactoryError::Parse(e.to_string()))?;
+        let config: TrainConfig = toml::Value::Table(doc)
+            .try_into()
+            .map_err(|e: toml::de::Error| FactoryError::Parse(e.to_string()))?;
         config.validate()?;
         Ok(config)
     }
@@ -156,7 +158,12 @@ impl TrainConfig {
         if ![forecast_model::RIDGE, forecast_model::ELASTIC_NET].contains(&f.model.as_str()) {
             return Err(invalid(
                 "forecast.model",
-                format!("{:?} is not a forecast model; expected \"{}\" or \"{}\"", f.model, forecast_model::RIDGE, forecast_model::ELASTIC_NET),
+                format!(
+                    "{:?} is not a forecast model; expected \"{}\" or \"{}\"",
+                    f.model,
+                    forecast_model::RIDGE,
+                    forecast_model::ELASTIC_NET
+                ),
             ));
         }
         if !(f.alpha.is_finite() && f.alpha > 0.0) {
@@ -181,10 +188,16 @@ impl TrainConfig {
             ));
         }
         if !(1..=1000).contains(&a.trees) || !(16..=4096).contains(&a.sample_size) {
-            return Err(invalid("anomaly.trees/sample_size", "expected 1-1000 trees and 16-4096 rows per tree"));
+            return Err(invalid(
+                "anomaly.trees/sample_size",
+                "expected 1-1000 trees and 16-4096 rows per tree",
+            ));
         }
         if !(a.quantile > 0.5 && a.quantile < 1.0) {
-            return Err(invalid("anomaly.quantile", format!("is {}; expected strictly between 0.5 and 1", a.quantile)));
+            return Err(invalid(
+                "anomaly.quantile",
+                format!("is {}; expected strictly between 0.5 and 1", a.quantile),
+            ));
         }
         if !(a.margin.is_finite() && a.margin >= 1.0) {
             return Err(invalid("anomaly.margin", format!("is {}; expected >= 1", a.margin)));
@@ -196,7 +209,11 @@ impl TrainConfig {
 /// Standardises `x` (constant columns get scale 1) and centres `y`: (z, center, scale, offset).
 fn standardise(x: &Array2<f64>, y: &Array1<f64>) -> (Array2<f64>, Vec<f64>, Vec<f64>, f64, Array1<f64>) {
     let center: Vec<f64> = x.mean_axis(Axis(0)).map(|m| m.to_vec()).unwrap_or_else(|| vec![0.0; x.ncols()]);
-    let scale: Vec<f64> = x.std_axis(Axis(0), 0.0).iter().map(|&s| if s > 1e-9 && s.is_finite() { s } else { 1.0 }).collect();
+    let scale: Vec<f64> = x
+        .std_axis(Axis(0), 0.0)
+        .iter()
+        .map(|&s| if s > 1e-9 && s.is_finite() { s } else { 1.0 })
+        .collect();
     let mut z = x.clone();
     for mut row in z.rows_mut() {
         for (j, v) in row.iter_mut().enumerate() {
@@ -221,7 +238,12 @@ impl ForecastSpec {
             message,
         };
         if x.nrows() != y.len() || x.nrows() <= x.ncols() {
-            return Err(fail(format!("{} rows for {} features and {} targets", x.nrows(), x.ncols(), y.len())));
+            return Err(fail(format!(
+                "{} rows for {} features and {} targets",
+                x.nrows(),
+                x.ncols(),
+                y.len()
+            )));
         }
         let (z, center, scale, offset, yc) = standardise(x, y);
         let regressor = match model {
@@ -258,13 +280,26 @@ mod tests {
     fn defaults_overrides_and_errors() {
         let c = TrainConfig::load(None, "forecast", None, &[]).unwrap();
         assert_eq!(c, TrainConfig::default());
-        let c = TrainConfig::load(None, "forecast", Some("elastic-net-per-lead"), &["alpha=0.25".into(), "l1_ratio=1".into()]).unwrap();
-        assert_eq!((c.forecast.model.as_str(), c.forecast.alpha, c.forecast.l1_ratio), ("elastic-net-per-lead", 0.25, 1.0));
+        let c = TrainConfig::load(
+            None,
+            "forecast",
+            Some("elastic-net-per-lead"),
+            &["alpha=0.25".into(), "l1_ratio=1".into()],
+        )
+        .unwrap();
+        assert_eq!(
+            (c.forecast.model.as_str(), c.forecast.alpha, c.forecast.l1_ratio),
+            ("elastic-net-per-lead", 0.25, 1.0)
+        );
         let e = TrainConfig::load(None, "forecast", Some("prophet"), &[]).unwrap_err().to_string();
         assert!(e.contains("forecast.model") && e.contains("ridge-per-lead"), "{e}");
-        let e = TrainConfig::load(None, "anomaly", None, &["treez=3".into()]).unwrap_err().to_string();
+        let e = TrainConfig::load(None, "anomaly", None, &["treez=3".into()])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("treez"), "{e}");
-        let e = TrainConfig::load(None, "forecast", None, &["alpha=-1".into()]).unwrap_err().to_string();
+        let e = TrainConfig::load(None, "forecast", None, &["alpha=-1".into()])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("forecast.alpha"), "{e}");
         assert!(TrainConfig::load(None, "forecast", None, &["alpha".into()]).is_err());
     }

@@ -76,7 +76,9 @@ pub fn inject(records: &[FeatureRecord], period: &Period, per_kind: usize, seed:
     }
     let mut windows = Vec::new();
     for (station, hours) in by_station {
-        let (Some(&first), Some(&last)) = (hours.keys().next(), hours.keys().next_back()) else { continue };
+        let (Some(&first), Some(&last)) = (hours.keys().next(), hours.keys().next_back()) else {
+            continue;
+        };
         let mut plan: Vec<FaultKind> = FaultKind::ALL.iter().flat_map(|k| std::iter::repeat_n(*k, per_kind)).collect();
         for i in (1..plan.len()).rev() {
             plan.swap(i, rng.below(i + 1));

@@ -21,7 +21,7 @@ use ndarray::{Array1, Array2};
 use super::eval::{conformal_quantile, Intervals, LeadErrors};
 use super::progress::Progress;
 use super::report::{markdown_table, num, Band, Chart, Line};
-use super::simulate::replay;
+use super::simulate::{replay, replay_from};
 use super::{loader, write_report_dir, TrainError, TrainOptions, TrainOutcome};
 use crate::anomaly::qc;
 use crate::contract::LEADS;
@@ -145,7 +145,9 @@ impl Bar {
         let (m, pe, di) = (s.model.mae(), s.persistence.mae(), s.diurnal.mae());
         let not_better_leads: Vec<usize> = (0..LEADS).filter(|&i| !(m[i] < pe[i] && m[i] < di[i])).map(|i| i + 1).collect();
         let cov = s.intervals.coverage();
-        let coverage = cov.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &c| (a.min(c), b.max(c)));
+        let coverage = cov
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &c| (a.min(c), b.max(c)));
         let mean_mae = s.model.mean_mae();
         let pass = mean_mae <= 2.0
             && m[0] <= 0.6
@@ -195,11 +197,20 @@ pub fn train_forecast(o: &TrainOptions) -> Result<TrainOutcome, TrainError> {
             Some(c) => {
                 climatology.insert(s.clone(), c);
             }
-            None => tracing::warn!(station = %s, samples = samples.len(), "too little training data for an annual cycle; the station will get the fallback"),
+            None => tracing::warn!(
+                station = %s,
+                samples = samples.len(),
+                "less than {} days of training data: no annual cycle, the station will be served by the fallback",
+                Climatology::MIN_DAYS
+            ),
         }
     }
     if climatology.is_empty() {
-        return Err(TrainError::NotEnoughData(format!("no station has 30 days of training data in {}", o.periods.train)));
+        return Err(TrainError::NotEnoughData(format!(
+            "no station has {} days of training data in {} (the annual cycle needs them)",
+            Climatology::MIN_DAYS,
+            o.periods.train
+        )));
     }
 
     // 2. Replay again: the features of every accepted origin of a station with a climatology.
@@ -209,7 +220,9 @@ pub fn train_forecast(o: &TrainOptions) -> Result<TrainOutcome, TrainError> {
         let st = sidx[step.record.station_id.as_str()];
         let hour = step.record.hour_index();
         let origin = step.state.origin(step.record, step.fallback_points);
-        let (Some(t0), Some(climate)) = (origin.temperature(), climatology.get(&step.record.station_id)) else { return };
+        let (Some(t0), Some(climate)) = (origin.temperature(), climatology.get(&step.record.station_id)) else {
+            return;
+        };
         let x: Option<Vec<[f64; N_FEATURES]>> = (1..=LEADS).map(|h| forecast_features(&origin, h, climate)).collect();
         let Some(x) = x else { return };
         let scale: Option<Vec<f64>> = (1..=LEADS).map(|h| origin.interval_scale(h)).collect();
@@ -266,11 +279,20 @@ pub fn train_forecast(o: &TrainOptions) -> Result<TrainOutcome, TrainError> {
         let y: Array1<f64> = train.iter().zip(&y_train).map(|(r, t)| t - r.t0).collect();
         let point = spec.fit(lead, &matrix(&train)?, &y)?;
         let pred = point.predict(&matrix(&cal)?).map_err(|message| predict_error(lead, message))?;
-        let resid: Vec<f64> = cal.iter().zip(&y_cal).zip(pred.iter()).map(|((r, t), d)| (t - r.t0 - d) / r.scale[lead - 1]).collect();
+        let resid: Vec<f64> = cal
+            .iter()
+            .zip(&y_cal)
+            .zip(pred.iter())
+            .map(|((r, t), d)| (t - r.t0 - d) / r.scale[lead - 1])
+            .collect();
         let neg: Vec<f64> = resid.iter().map(|r| -r).collect();
         let grid = |k: usize| 1.0 - 0.005 * (k + 1) as f64;
-        let lower: Vec<f64> = (0..QUANTILE_GRID).map(|k| -conformal_quantile(&neg, grid(k)).unwrap_or(0.0)).collect();
-        let upper: Vec<f64> = (0..QUANTILE_GRID).map(|k| conformal_quantile(&resid, grid(k)).unwrap_or(0.0)).collect();
+        let lower: Vec<f64> = (0..QUANTILE_GRID)
+            .map(|k| -conformal_quantile(&neg, grid(k)).unwrap_or(0.0))
+            .collect();
+        let upper: Vec<f64> = (0..QUANTILE_GRID)
+            .map(|k| conformal_quantile(&resid, grid(k)).unwrap_or(0.0))
+            .collect();
         leads.push(LeadModel { lead, point, lower, upper });
         bar.inc(1);
     }
@@ -281,7 +303,9 @@ pub fn train_forecast(o: &TrainOptions) -> Result<TrainOutcome, TrainError> {
         climatology,
         leads,
     };
-    model.validate().map_err(|m| TrainError::NotEnoughData(format!("the fitted model is not servable: {m}")))?;
+    model
+        .validate()
+        .map_err(|m| TrainError::NotEnoughData(format!("the fitted model is not servable: {m}")))?;
     let model_bytes = serde_json::to_vec(&model).map_err(|e| TrainError::NotEnoughData(e.to_string()))?;
     // Evaluate the model as stored: reloaded from its bytes.
     let reloaded: LinearPerLead = serde_json::from_slice(&model_bytes).map_err(|e| TrainError::NotEnoughData(e.to_string()))?;
@@ -311,7 +335,10 @@ pub fn train_forecast(o: &TrainOptions) -> Result<TrainOutcome, TrainError> {
     };
     let mut week_points: BTreeMap<(i64, u32), (f64, f64, f64)> = BTreeMap::new();
     let bar = Progress::new(data.records.len() as u64, "forecast: evaluate", o.quiet);
-    replay(&data.records, &serving, p, Some(&bar), |step| {
+    // Serving starts a day before the test period: the forecasts in it are exactly those of a
+    // stack that served the model all along (the state is model-agnostic), at a fraction of the cost.
+    let serve_from = Some(o.periods.test.from - Duration::days(1));
+    replay_from(&data.records, &serving, serve_from, p, Some(&bar), |step| {
         let st = sidx[step.record.station_id.as_str()];
         let hour = step.record.hour_index();
         let t0 = qc::usable_temperature(step.record);
@@ -339,7 +366,9 @@ pub fn train_forecast(o: &TrainOptions) -> Result<TrainOutcome, TrainError> {
             if !o.periods.test.contains(hour_time(valid)) {
                 continue;
             }
-            let (Some(f), Some(lo), Some(hi)) = (pt.temperature, pt.lower, pt.upper) else { continue };
+            let (Some(f), Some(lo), Some(hi)) = (pt.temperature, pt.lower, pt.upper) else {
+                continue;
+            };
             let fb = step.fallback_points.get(i).and_then(|q| q.temperature);
             let pd = diurnal[st].delta(hour, valid).map(|d| t0 + d);
             let (Some(fb), Some(pd)) = (fb, pd) else { continue };
@@ -354,11 +383,18 @@ pub fn train_forecast(o: &TrainOptions) -> Result<TrainOutcome, TrainError> {
     });
     bar.finish("test period scored");
     if pooled.model.count().iter().any(|&n| n == 0) {
-        return Err(TrainError::NotEnoughData(format!("no scored forecast at some lead in the test period {}", o.periods.test)));
+        return Err(TrainError::NotEnoughData(format!(
+            "no scored forecast at some lead in the test period {}",
+            o.periods.test
+        )));
     }
 
     // 5. Report, plots, metrics.
-    let bars: Vec<(String, Bar)> = stations.iter().zip(&per_station).map(|(s, sc)| (s.clone(), Bar::of(sc, p))).collect();
+    let bars: Vec<(String, Bar)> = stations
+        .iter()
+        .zip(&per_station)
+        .map(|(s, sc)| (s.clone(), Bar::of(sc, p)))
+        .collect();
     let report = render_report(o, &data.source, &name, &stations, &per_station, &pooled, &bars);
     let week_svg = week_chart(&stations[week_station], &week, &week_points, &obs, week_station, p, &name).svg();
     let mae_svg = mae_chart(&stations, &per_station, &pooled, &name).svg();
@@ -434,7 +470,15 @@ fn predict_error(lead: usize, message: String) -> TrainError {
     })
 }
 
-fn render_report(o: &TrainOptions, source: &str, name: &str, stations: &[String], per: &[Scores], pooled: &Scores, bars: &[(String, Bar)]) -> String {
+fn render_report(
+    o: &TrainOptions,
+    source: &str,
+    name: &str,
+    stations: &[String],
+    per: &[Scores],
+    pooled: &Scores,
+    bars: &[(String, Bar)],
+) -> String {
     let p = o.interval;
     let mut s = String::new();
     let _ = writeln!(s, "# Forecast model {name}\n");
@@ -444,7 +488,11 @@ fn render_report(o: &TrainOptions, source: &str, name: &str, stations: &[String]
         "- train {}, calibrate {}, test {} (rolling origin every hour; scored against real observations only)",
         o.periods.train, o.periods.calibration, o.periods.test
     );
-    let _ = writeln!(s, "- hyperparameters: {}", serde_json::to_string(&o.config.forecast).unwrap_or_default());
+    let _ = writeln!(
+        s,
+        "- hyperparameters: {}",
+        serde_json::to_string(&o.config.forecast).unwrap_or_default()
+    );
     let _ = writeln!(
         s,
         "- baselines: persistence T(o); persistence + diurnal cycle T(o) + D(o+h) - D(o), D = 28-day mean by UTC hour; fallback = the statistical model served without a trained one\n"
@@ -458,18 +506,34 @@ fn render_report(o: &TrainOptions, source: &str, name: &str, stations: &[String]
                 format!("{} (<= 2.0)", num(b.mean_mae, 3)),
                 format!("{} (<= 0.6)", num(b.lead1, 3)),
                 format!("{} (<= 2.8)", num(b.lead24, 3)),
-                if b.not_better_leads.is_empty() { "all leads".into() } else { format!("not at {:?}", b.not_better_leads) },
+                if b.not_better_leads.is_empty() {
+                    "all leads".into()
+                } else {
+                    format!("not at {:?}", b.not_better_leads)
+                },
                 format!("{}-{}", num(b.coverage.0, 3), num(b.coverage.1, 3)),
                 if b.pass { "PASS".into() } else { "MISS".into() },
             ]
         })
         .collect();
     s.push_str(&markdown_table(
-        &["station", "mean MAE", "lead 1", "lead 24", "better than both baselines", "coverage range", "bar"],
+        &[
+            "station",
+            "mean MAE",
+            "lead 1",
+            "lead 24",
+            "better than both baselines",
+            "coverage range",
+            "bar",
+        ],
         &rows,
     ));
     for (title, sc) in std::iter::once(("all stations".to_string(), pooled)).chain(stations.iter().cloned().zip(per.iter())) {
-        let _ = writeln!(s, "\n## Per lead: {title} ({} origins, trained model declined at {})\n", sc.origins, sc.fallback_served);
+        let _ = writeln!(
+            s,
+            "\n## Per lead: {title} ({} origins, trained model declined at {})\n",
+            sc.origins, sc.fallback_served
+        );
         let (m, r, pe, rpe, di, rdi, fb) = (
             sc.model.mae(),
             sc.model.rmse(),
@@ -479,7 +543,12 @@ fn render_report(o: &TrainOptions, source: &str, name: &str, stations: &[String]
             sc.diurnal.rmse(),
             sc.fallback.mae(),
         );
-        let (cov, wid, n, bias) = (sc.intervals.coverage(), sc.intervals.mean_width(), sc.model.count(), sc.model.bias());
+        let (cov, wid, n, bias) = (
+            sc.intervals.coverage(),
+            sc.intervals.mean_width(),
+            sc.model.count(),
+            sc.model.bias(),
+        );
         let rows: Vec<Vec<String>> = (0..LEADS)
             .map(|i| {
                 vec![
@@ -524,7 +593,10 @@ fn render_report(o: &TrainOptions, source: &str, name: &str, stations: &[String]
             num(sc.fallback.mean_mae(), 3)
         );
     }
-    let _ = writeln!(s, "\nPlots: `forecast_week.svg` (lead 1 and lead 24 with intervals against observations), `mae_by_lead.svg`.");
+    let _ = writeln!(
+        s,
+        "\nPlots: `forecast_week.svg` (lead 1 and lead 24 with intervals against observations), `mae_by_lead.svg`."
+    );
     s
 }
 
@@ -553,7 +625,14 @@ fn week_chart(
         title: format!("{station}: {name} forecasts, week of {}", week.from.format("%Y-%m-%d")),
         x_label: "hours into the week (UTC)".into(),
         y_label: "temperature (degC)".into(),
-        x_ticks: (0..=7).map(|d| (f64::from(d * 24), format!("{}", (week.from + Duration::days(i64::from(d))).format("%a %d")))).collect(),
+        x_ticks: (0..=7)
+            .map(|d| {
+                (
+                    f64::from(d * 24),
+                    format!("{}", (week.from + Duration::days(i64::from(d))).format("%a %d")),
+                )
+            })
+            .collect(),
         bands: vec![
             Band {
                 name: format!("lead 24, {:.0} %", p * 100.0),
@@ -610,7 +689,10 @@ fn mae_chart(stations: &[String], per: &[Scores], pooled: &Scores, name: &str) -
         title: "Mean absolute error by lead, test period".into(),
         x_label: "lead (hours)".into(),
         y_label: "MAE (degC)".into(),
-        x_ticks: (1..=LEADS).filter(|l| l % 3 == 0 || *l == 1).map(|l| (l as f64, l.to_string())).collect(),
+        x_ticks: (1..=LEADS)
+            .filter(|l| l % 3 == 0 || *l == 1)
+            .map(|l| (l as f64, l.to_string()))
+            .collect(),
         bands: vec![],
         lines,
     }

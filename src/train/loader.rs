@@ -131,7 +131,12 @@ impl Dataset {
 
     /// Station ids, sorted.
     pub fn stations(&self) -> Vec<String> {
-        self.records.iter().map(|r| r.station_id.clone()).collect::<BTreeSet<_>>().into_iter().collect()
+        self.records
+            .iter()
+            .map(|r| r.station_id.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect()
     }
 
     /// Earliest and latest window_end.
@@ -166,7 +171,10 @@ pub fn load(source: &DataSource) -> Result<Dataset, LoadDataError> {
 }
 
 fn load_features(path: &PathBuf) -> Result<Vec<FeatureRecord>, LoadDataError> {
-    let io = |source| LoadDataError::Io { path: path.clone(), source };
+    let io = |source| LoadDataError::Io {
+        path: path.clone(),
+        source,
+    };
     let file = std::fs::File::open(path).map_err(io)?;
     let mut out = Vec::new();
     for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
@@ -199,22 +207,27 @@ fn load_kafka(
     let n = kafka::wait_for_topic(&c, brokers, topic, patience)?;
     let timeout = Duration::from_secs(10);
     let (mut start, mut end) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    let mut stop_time: Option<i64> = None;
+    let (mut start_time, mut stop_time): (Option<i64>, Option<i64>) = (None, None);
     for p in 0..n as i32 {
         let (low, high) = c.fetch_watermarks(topic, p, timeout).map_err(err("watermarks of"))?;
         let (s, e) = match range {
             KafkaRange::Offsets { from, to } => (from.unwrap_or(low).clamp(low, high), to.unwrap_or(high).clamp(low, high)),
             KafkaRange::Time { from, to } => {
+                start_time = from.map(|t| t.timestamp_millis());
                 stop_time = to.map(|t| t.timestamp_millis());
+                // The broker's time index is only a shortcut: messages before `from` are also
+                // skipped while reading, so a broker without one (or a wrong answer) costs time,
+                // never correctness.
                 let s = match from {
                     None => low,
                     Some(t) => {
                         let mut tpl = TopicPartitionList::new();
-                        tpl.add_partition_offset(topic, p, Offset::Offset(t.timestamp_millis())).map_err(err("offsets of"))?;
+                        tpl.add_partition_offset(topic, p, Offset::Offset(t.timestamp_millis()))
+                            .map_err(err("offsets of"))?;
                         let found = c.offsets_for_times(tpl, timeout).map_err(err("offsets for times of"))?;
                         match found.find_partition(topic, p).map(|e| e.offset()) {
-                            Some(Offset::Offset(o)) => o,
-                            _ => high, // no message at or after `from`
+                            Some(Offset::Offset(o)) if (low..high).contains(&o) => o,
+                            _ => low,
                         }
                     }
                 };
@@ -227,7 +240,8 @@ fn load_kafka(
     let mut tpl = TopicPartitionList::new();
     for p in 0..n {
         if start[p] < end[p] {
-            tpl.add_partition_offset(topic, p as i32, Offset::Offset(start[p])).map_err(err("assigning"))?;
+            tpl.add_partition_offset(topic, p as i32, Offset::Offset(start[p]))
+                .map_err(err("assigning"))?;
         }
     }
     let mut done: Vec<bool> = (0..n).map(|p| start[p] >= end[p]).collect();
@@ -256,14 +270,18 @@ fn load_kafka(
                     continue;
                 }
                 read += 1;
-                let past_time = stop_time.is_some_and(|t| m.timestamp().to_millis().is_some_and(|ts| ts >= t));
+                let ts = m.timestamp().to_millis();
+                let past_time = stop_time.is_some_and(|t| ts.is_some_and(|ts| ts >= t));
                 if m.offset() >= end[p] || past_time {
                     done[p] = true;
                     continue;
                 }
-                match FeatureRecord::parse(m.payload().unwrap_or_default()) {
-                    Ok(r) => messages.push((m.partition(), m.offset(), r)),
-                    Err(_) => skipped += 1,
+                let before = start_time.is_some_and(|t| ts.is_none_or(|ts| ts < t));
+                if !before {
+                    match FeatureRecord::parse(m.payload().unwrap_or_default()) {
+                        Ok(r) => messages.push((m.partition(), m.offset(), r)),
+                        Err(_) => skipped += 1,
+                    }
                 }
                 if m.offset() + 1 >= end[p] {
                     done[p] = true;

@@ -88,9 +88,18 @@ impl Periods {
     pub fn nyc_2013() -> Periods {
         let d = |y, m| Utc.with_ymd_and_hms(y, m, 1, 0, 0, 0).single().unwrap_or_default();
         Periods {
-            train: Period { from: d(2013, 1), to: d(2013, 9) },
-            calibration: Period { from: d(2013, 9), to: d(2013, 10) },
-            test: Period { from: d(2013, 10), to: d(2014, 1) },
+            train: Period {
+                from: d(2013, 1),
+                to: d(2013, 9),
+            },
+            calibration: Period {
+                from: d(2013, 9),
+                to: d(2013, 10),
+            },
+            test: Period {
+                from: d(2013, 10),
+                to: d(2014, 1),
+            },
         }
     }
 }
@@ -111,7 +120,9 @@ pub fn parse_time(s: &str) -> Result<DateTime<Utc>, TrainError> {
 
 /// Parses a period `FROM..TO`.
 pub fn parse_period(s: &str) -> Result<Period, TrainError> {
-    let (a, b) = s.split_once("..").ok_or_else(|| TrainError::Periods(format!("{s:?} is not FROM..TO, e.g. 2013-01-01..2013-09-01")))?;
+    let (a, b) = s
+        .split_once("..")
+        .ok_or_else(|| TrainError::Periods(format!("{s:?} is not FROM..TO, e.g. 2013-01-01..2013-09-01")))?;
     Ok(Period {
         from: parse_time(a)?,
         to: parse_time(b)?,

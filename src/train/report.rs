@@ -106,13 +106,30 @@ impl Chart {
             r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#
         );
         let _ = write!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
-        let _ = write!(s, r#"<text x="{}" y="22" font-size="15" text-anchor="middle">{}</text>"#, (LEFT + W - RIGHT) / 2.0, esc(&self.title));
+        let _ = write!(
+            s,
+            r#"<text x="{}" y="22" font-size="15" text-anchor="middle">{}</text>"#,
+            (LEFT + W - RIGHT) / 2.0,
+            esc(&self.title)
+        );
         // Grid and ticks.
         let step = tick_step(y1 - y0);
         let mut y = (y0 / step).ceil() * step;
         while y <= y1 {
-            let _ = write!(s, r##"<line x1="{LEFT}" x2="{}" y1="{:.1}" y2="{:.1}" stroke="#ddd"/>"##, W - RIGHT, py(y), py(y));
-            let _ = write!(s, r#"<text x="{}" y="{:.1}" text-anchor="end">{}</text>"#, LEFT - 6.0, py(y) + 4.0, fmt_tick(y, step));
+            let _ = write!(
+                s,
+                r##"<line x1="{LEFT}" x2="{}" y1="{:.1}" y2="{:.1}" stroke="#ddd"/>"##,
+                W - RIGHT,
+                py(y),
+                py(y)
+            );
+            let _ = write!(
+                s,
+                r#"<text x="{}" y="{:.1}" text-anchor="end">{}</text>"#,
+                LEFT - 6.0,
+                py(y) + 4.0,
+                fmt_tick(y, step)
+            );
             y += step;
         }
         let ticks: Vec<(f64, String)> = if self.x_ticks.is_empty() {
@@ -128,11 +145,34 @@ impl Chart {
             self.x_ticks.clone()
         };
         for (x, label) in ticks {
-            let _ = write!(s, r##"<line x1="{:.1}" x2="{:.1}" y1="{TOP}" y2="{}" stroke="#eee"/>"##, px(x), px(x), H - BOTTOM);
-            let _ = write!(s, r#"<text x="{:.1}" y="{}" text-anchor="middle">{}</text>"#, px(x), H - BOTTOM + 16.0, esc(&label));
+            let _ = write!(
+                s,
+                r##"<line x1="{:.1}" x2="{:.1}" y1="{TOP}" y2="{}" stroke="#eee"/>"##,
+                px(x),
+                px(x),
+                H - BOTTOM
+            );
+            let _ = write!(
+                s,
+                r#"<text x="{:.1}" y="{}" text-anchor="middle">{}</text>"#,
+                px(x),
+                H - BOTTOM + 16.0,
+                esc(&label)
+            );
         }
-        let _ = write!(s, r#"<rect x="{LEFT}" y="{TOP}" width="{}" height="{}" fill="none" stroke="black"/>"#, W - LEFT - RIGHT, H - TOP - BOTTOM);
-        let _ = write!(s, r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#, (LEFT + W - RIGHT) / 2.0, H - 10.0, esc(&self.x_label));
+        let _ = write!(
+            s,
+            r#"<rect x="{LEFT}" y="{TOP}" width="{}" height="{}" fill="none" stroke="black"/>"#,
+            W - LEFT - RIGHT,
+            H - TOP - BOTTOM
+        );
+        let _ = write!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#,
+            (LEFT + W - RIGHT) / 2.0,
+            H - 10.0,
+            esc(&self.x_label)
+        );
         let _ = write!(
             s,
             r#"<text x="16" y="{}" text-anchor="middle" transform="rotate(-90 16 {})">{}</text>"#,
@@ -148,7 +188,12 @@ impl Chart {
                 }
                 let mut pts: Vec<String> = run.iter().map(|p| format!("{:.1},{:.1}", px(p.0), py(p.2))).collect();
                 pts.extend(run.iter().rev().map(|p| format!("{:.1},{:.1}", px(p.0), py(p.1))));
-                let _ = write!(s, r#"<polygon points="{}" fill="{}" fill-opacity="0.25" stroke="none"/>"#, pts.join(" "), b.color);
+                let _ = write!(
+                    s,
+                    r#"<polygon points="{}" fill="{}" fill-opacity="0.25" stroke="none"/>"#,
+                    pts.join(" "),
+                    b.color
+                );
             }
         }
         for l in &self.lines {
@@ -158,13 +203,24 @@ impl Chart {
                 }
                 let pts: Vec<String> = run.iter().map(|p| format!("{:.1},{:.1}", px(p.0), py(p.1))).collect();
                 let dash = if l.dashed { r#" stroke-dasharray="6 4""# } else { "" };
-                let _ = write!(s, r#"<polyline points="{}" fill="none" stroke="{}" stroke-width="1.8"{dash}/>"#, pts.join(" "), l.color);
+                let _ = write!(
+                    s,
+                    r#"<polyline points="{}" fill="none" stroke="{}" stroke-width="1.8"{dash}/>"#,
+                    pts.join(" "),
+                    l.color
+                );
             }
         }
         // Legend.
         let mut ly = TOP + 10.0;
         for b in &self.bands {
-            let _ = write!(s, r#"<rect x="{}" y="{:.1}" width="18" height="10" fill="{}" fill-opacity="0.25"/>"#, W - RIGHT + 12.0, ly - 8.0, b.color);
+            let _ = write!(
+                s,
+                r#"<rect x="{}" y="{:.1}" width="18" height="10" fill="{}" fill-opacity="0.25"/>"#,
+                W - RIGHT + 12.0,
+                ly - 8.0,
+                b.color
+            );
             let _ = write!(s, r#"<text x="{}" y="{:.1}">{}</text>"#, W - RIGHT + 36.0, ly + 1.0, esc(&b.name));
             ly += 18.0;
         }
@@ -231,7 +287,13 @@ mod tests {
             bands: vec![Band {
                 name: "90 %".into(),
                 color: "#36c".into(),
-                points: vec![(0.0, 1.0, 3.0), (1.0, 1.5, 3.5), (2.0, f64::NAN, 1.0), (3.0, 1.0, 2.0), (4.0, 1.0, 2.0)],
+                points: vec![
+                    (0.0, 1.0, 3.0),
+                    (1.0, 1.5, 3.5),
+                    (2.0, f64::NAN, 1.0),
+                    (3.0, 1.0, 2.0),
+                    (4.0, 1.0, 2.0),
+                ],
             }],
             lines: vec![Line {
                 name: "model".into(),

@@ -13,6 +13,8 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
+
 use crate::anomaly::rules::{AnomalyParams, StationAnomaly};
 use crate::anomaly::trained::{self, Evidence};
 use crate::contract::{Anomaly, FeatureRecord, SourcePosition};
@@ -42,7 +44,22 @@ pub struct Step<'a> {
 
 /// Replays `records` (any station order; each station's records in input order) through the
 /// stack serving `serving`, calling `sink` for every accepted record.
-pub fn replay(records: &[FeatureRecord], serving: &Serving, interval: f64, progress: Option<&Progress>, mut sink: impl FnMut(Step<'_>)) {
+pub fn replay(records: &[FeatureRecord], serving: &Serving, interval: f64, progress: Option<&Progress>, sink: impl FnMut(Step<'_>)) {
+    replay_from(records, serving, None, interval, progress, sink)
+}
+
+/// As [`replay`], serving the statistical fallbacks before `serve_from` (when given) and
+/// `serving` from then on. Because the per-station state does not depend on the models served,
+/// the forecasts after `serve_from` are exactly those of a stack that served `serving` all
+/// along (the anomaly evidence, which follows the served expectation, converges within a day).
+pub fn replay_from(
+    records: &[FeatureRecord],
+    serving: &Serving,
+    serve_from: Option<DateTime<Utc>>,
+    interval: f64,
+    progress: Option<&Progress>,
+    mut sink: impl FnMut(Step<'_>),
+) {
     let mut by_station: BTreeMap<&str, Vec<&FeatureRecord>> = BTreeMap::new();
     for r in records {
         by_station.entry(r.station_id.as_str()).or_default().push(r);
@@ -70,6 +87,11 @@ pub fn replay(records: &[FeatureRecord], serving: &Serving, interval: f64, progr
             };
             // The fallback's own points: a shadow state fed the same records (the served state
             // keeps them only internally when a trained model serves).
+            let serving = if serve_from.is_some_and(|t| rec.window_end < t) {
+                &fallback_only
+            } else {
+                serving
+            };
             let fallback_points = match serving.forecast {
                 Some(_) => match shadow.observe_with(a.clone(), interval, &fallback_only) {
                     Forecasted::Made(f) => Some(f.points),
@@ -78,7 +100,9 @@ pub fn replay(records: &[FeatureRecord], serving: &Serving, interval: f64, progr
                 None => None,
             };
             let (out, evidence) = state.observe_detailed(a, interval, serving);
-            let (Forecasted::Made(f), Some(evidence)) = (out, evidence) else { continue };
+            let (Forecasted::Made(f), Some(evidence)) = (out, evidence) else {
+                continue;
+            };
             let rule = rules.assess(rec, f.expected);
             let combined = trained::combine(rule.clone(), f.anomaly_verdict.as_ref());
             sink(Step {

@@ -127,11 +127,19 @@ pub fn run_with_timeout(mut cmd: Command, limit: Duration) -> Output {
             let _ = child.kill();
             let _ = child.wait();
             let (o, e) = (out.join().unwrap_or_default(), err.join().unwrap_or_default());
-            panic!("timed out after {limit:?}\nstdout:\n{}\nstderr:\n{}", String::from_utf8_lossy(&o), String::from_utf8_lossy(&e));
+            panic!(
+                "timed out after {limit:?}\nstdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&o),
+                String::from_utf8_lossy(&e)
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    Output { status, stdout: out.join().unwrap_or_default(), stderr: err.join().unwrap_or_default() }
+    Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    }
 }
 
 /// `weatherflow run --config <cfg> --until-end` (all processes of the file, via the launcher).

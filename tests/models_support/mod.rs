@@ -39,12 +39,16 @@ pub fn write_jsonl(dir: &Path, name: &str, records: &[FeatureRecord]) -> PathBuf
     p
 }
 
-/// Small periods over NYC 2013: train Jan-Mar, calibrate April, test May.
+/// Last day (exclusive) of the data the small runs load.
+pub const SMALL_UNTIL: &str = "2013-09-15";
+
+/// Small periods over NYC 2013: train January to mid-July (the annual cycle needs 180 days),
+/// calibrate to mid-August, test to mid-September.
 pub fn small_periods() -> Periods {
     Periods {
-        train: parse_period("2013-01-01..2013-04-01").unwrap(),
-        calibration: parse_period("2013-04-01..2013-05-01").unwrap(),
-        test: parse_period("2013-05-01..2013-06-01").unwrap(),
+        train: parse_period("2013-01-01..2013-07-15").unwrap(),
+        calibration: parse_period("2013-07-15..2013-08-15").unwrap(),
+        test: parse_period("2013-08-15..2013-09-15").unwrap(),
     }
 }
 
@@ -67,10 +71,10 @@ pub fn small_options(kind: &str, file: &Path, store: &Path, version: &str, param
 }
 
 /// Trains forecast `v1` (and `v2` with another alpha when `two`) into a new store; returns the
-/// store and the records file (NYC up to June 2013).
+/// store and the records file (NYC up to [`SMALL_UNTIL`]).
 pub fn store_with_forecasts(name: &str, two: bool) -> (PathBuf, PathBuf) {
     let dir = tmp(name);
-    let file = write_jsonl(&dir, "nyc.jsonl", &nyc_until("2013-06-01"));
+    let file = write_jsonl(&dir, "nyc.jsonl", &nyc_until(SMALL_UNTIL));
     let store = dir.join("models");
     weatherflow::train::forecast::train_forecast(&small_options("forecast", &file, &store, "v1", &[])).unwrap();
     if two {

@@ -27,7 +27,7 @@ use timely::dataflow::StreamVec;
 
 use super::{
     AlertState, AnomalyView, Event, ForecastTrace, MonitorParams, OverallMetrics, Published, ScopeMetrics, SkillAlert, StationMetrics,
-    StationSnapshot, Stats, Tracked, OVERALL,
+    StationSnapshot, Stats, Tracked, Wire, OVERALL,
 };
 use crate::contract::{Prediction, LEADS};
 use crate::kafka::assign::station_hash;
@@ -103,7 +103,7 @@ impl StationBoard {
                     },
                 );
                 if self.latest.as_ref().is_none_or(|l| l.window_end < p.window_end) {
-                    self.latest = Some(*p);
+                    self.latest = Some(p.0);
                 }
                 let newest = self.latest.as_ref().map(|l| l.window_end.timestamp()).unwrap_or(origin);
                 self.forecasts = self.forecasts.split_off(&(newest - 24 * 3600));
@@ -132,7 +132,7 @@ impl StationBoard {
         });
         StationSnapshot {
             station_id: station.to_string(),
-            latest: self.latest.clone(),
+            latest: self.latest.clone().map(Wire),
             earlier,
             actuals: self
                 .actuals

@@ -18,6 +18,7 @@
 pub mod board;
 pub mod stage;
 pub mod window;
+pub mod wire;
 
 use chrono::{DateTime, Utc};
 use differential_dataflow::difference::{IsZero, Monoid, Multiply, Semigroup};
@@ -26,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::contract::{ForecastPoint, LEADS};
 use crate::contract::{ModelNames, Prediction};
 use crate::operators::keyed::StationRecord;
+pub use wire::Wire;
 
 /// The key of overall (all-station) aggregates; station ids are never empty.
 pub const OVERALL: &str = "";
@@ -75,7 +77,7 @@ pub struct Observation {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Event {
     /// A prediction read from the predictions topic.
-    Predicted(Box<Prediction>),
+    Predicted(Box<Wire<Prediction>>),
     /// A feature record read from the features topic.
     Observed(Observation),
 }
@@ -94,6 +96,11 @@ pub struct Tracked {
 }
 
 impl Event {
+    /// A prediction event.
+    pub fn predicted(p: Prediction) -> Event {
+        Event::Predicted(Box::new(Wire(p)))
+    }
+
     /// The station.
     pub fn station(&self) -> &str {
         match self {
@@ -348,7 +355,7 @@ pub struct StationSnapshot {
     /// Station.
     pub station_id: String,
     /// The newest prediction.
-    pub latest: Option<Prediction>,
+    pub latest: Option<Wire<Prediction>>,
     /// The forecast issued 24 hours before the newest one, drawn against the actuals.
     pub earlier: Option<ForecastTrace>,
     /// Actual temperatures of the last `chart_hours` (time, °C).
@@ -372,9 +379,10 @@ pub struct AnomalyView {
     pub model: ModelNames,
 }
 
-/// What the monitoring dataflow publishes.
+/// What the monitoring dataflow publishes. (Externally tagged: records cross process boundaries
+/// in timely's binary encoding, which cannot decode internally tagged enums; the Kafka JSON gets
+/// its `type` field from [`Published::kind`].)
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
 pub enum Published {
     /// A station's verification (Kafka and views).
     StationMetrics(StationMetrics),
@@ -395,6 +403,34 @@ impl Published {
             self,
             Published::StationMetrics(_) | Published::OverallMetrics(_) | Published::SkillAlert(_)
         )
+    }
+
+    /// The record type: `station_metrics`, `overall_metrics`, `skill_alert`, `station`, `anomaly`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Published::StationMetrics(_) => "station_metrics",
+            Published::OverallMetrics(_) => "overall_metrics",
+            Published::SkillAlert(_) => "skill_alert",
+            Published::Station(_) => "station",
+            Published::Anomaly(_) => "anomaly",
+        }
+    }
+
+    /// The record as JSON with its `type` first.
+    pub fn to_json(&self) -> serde_json::Value {
+        let inner = match self {
+            Published::StationMetrics(x) => serde_json::to_value(x),
+            Published::OverallMetrics(x) => serde_json::to_value(x),
+            Published::SkillAlert(x) => serde_json::to_value(x),
+            Published::Station(x) => serde_json::to_value(x),
+            Published::Anomaly(x) => serde_json::to_value(x),
+        };
+        let mut out = serde_json::Map::new();
+        out.insert("type".into(), self.kind().into());
+        if let Ok(serde_json::Value::Object(fields)) = inner {
+            out.extend(fields);
+        }
+        serde_json::Value::Object(out)
     }
 
     /// The Kafka key: the station, or `_overall`.

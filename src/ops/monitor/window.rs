@@ -190,7 +190,7 @@ mod tests {
 
     fn pred(origin_h: i64) -> Event {
         let o = Utc.with_ymd_and_hms(2013, 1, 1, 0, 0, 0).unwrap() + Duration::hours(origin_h);
-        Event::Predicted(Box::new(Prediction {
+        Event::predicted(Prediction {
             station_id: "S".into(),
             window_end: o,
             issued_at: o,
@@ -211,7 +211,7 @@ mod tests {
             anomaly: Anomaly::default(),
             observed_temperature: Some(1.0),
             source: None,
-        }))
+        })
     }
 
     fn obs(h: i64) -> Event {
