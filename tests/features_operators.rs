@@ -414,3 +414,52 @@ fn a_quiet_partition_emits_its_last_window_after_the_idle_timeout() {
         Some((payerne()[0].time + Duration::hours(13), 60))
     );
 }
+
+#[test]
+fn windows_flushed_at_the_end_never_overtake_earlier_windows() {
+    // All input arrives in one late epoch and the input closes before the operators ever run:
+    // the windows closed by the watermark and the ones flushed at the end of input all leave in
+    // that one activation. Downstream (the sink writes in epoch order) each station's windows
+    // must come out in window order, so the flushed ones must not carry an earlier epoch.
+    let obs: Vec<Observation> = payerne().into_iter().take(600).collect();
+    let msgs = messages(0, encoded(&obs));
+    let (send, recv) = mpsc::channel::<Event<u64, Vec<OutRecord>>>();
+    let send = Arc::new(Mutex::new(send));
+    timely::execute(timely::Config::thread(), move |worker| {
+        let send = send.lock().unwrap().clone();
+        let (p, m) = (params(10), Arc::new(Metrics::default()));
+        let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
+            let (input, stream) = scope.new_input::<Vec<InputMessage>>();
+            let (obs, marks, refused) = stream.assign_watermarks(&p, m.clone());
+            let (probe, out) = obs.window_features(marks, &p, m).concat(refused).probe();
+            out.capture_into(send);
+            (input, probe)
+        });
+        input.advance_to(7);
+        for msg in &msgs {
+            input.send(msg.clone());
+        }
+        input.close();
+        while !probe.done() {
+            worker.step();
+        }
+    })
+    .unwrap()
+    .join();
+    let mut stamped: Vec<(u64, usize, FeatureRecord)> = Vec::new();
+    for (i, event) in recv.try_iter().enumerate() {
+        if let Event::Messages(t, batch) = event {
+            for r in batch.into_iter().filter(|r| r.topic == OutTopic::Features) {
+                stamped.push((*t.least().unwrap(), i, FeatureRecord::parse(&r.payload).unwrap()));
+            }
+        }
+    }
+    assert!(stamped.len() >= 10, "600 minutes span at least 10 hourly windows");
+    assert!(
+        stamped.iter().all(|(t, _, _)| *t >= 7),
+        "no window leaves before the epoch of its data"
+    );
+    stamped.sort_by_key(|(t, i, _)| (*t, *i));
+    let ends: Vec<_> = stamped.iter().map(|(_, _, r)| r.window_end).collect();
+    assert!(ends.windows(2).all(|w| w[0] < w[1]), "epoch order is window order: {ends:?}");
+}

@@ -133,3 +133,22 @@ fn corrupted_and_mismatched_models_are_refused_and_the_fallback_serves() {
     assert!(store.servable("forecast").unwrap().is_none());
     assert!(watch.poll(Instant::now()).is_none());
 }
+
+#[test]
+fn reload_interval_is_configured_with_a_default_and_validated() {
+    use weatherflow::config::RawConfig;
+    let default = RawConfig::parse("").unwrap();
+    assert_eq!(default.models.reload_ms, 5000);
+    let set = RawConfig::parse("[models]\nreload_ms = 0\n").unwrap();
+    assert!(
+        set.validate().iter().all(|p| p.field != "models.reload_ms"),
+        "0 = every epoch is valid"
+    );
+    let bad = RawConfig::parse("[models]\nreload_ms = 86400000\n").unwrap();
+    let problems = bad.validate();
+    let p = problems
+        .iter()
+        .find(|p| p.field == "models.reload_ms")
+        .expect("out of range is a problem");
+    assert!(p.message.contains("3600000"), "{}", p.message);
+}

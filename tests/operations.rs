@@ -103,6 +103,7 @@ fn metrics_count_a_known_input_and_the_api_and_status_answer() {
             && sum(&m, "weatherflow_records_out_total", &[("topic", &t.predictions)]) == predictions
             && sum(&m, "weatherflow_records_dlq_total", &[("topic", &t.dlq)]) == bad.len() as f64
             && sum(&m, "weatherflow_consumer_lag_records", &[("stage", "inference")]) == 0.0
+            && sum(&m, "weatherflow_consumer_position", &[("stage", "inference")]) == n
             && m.iter().any(|s| s.name == "weatherflow_checkpoint_write_seconds_count");
         done.then_some(m)
     });
@@ -291,11 +292,14 @@ fn metrics_count_a_known_input_and_the_api_and_status_answer() {
     }));
 
     // status: up with its lag and checkpoint, as JSON and for people.
-    let st = bin().args(["status", "--json", "--config"]).arg(&cfg).output().unwrap();
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    // (Lag is sampled every 0.5 s; the monitoring stage's partitions may need one more sample.)
+    let v = wait_for(&proc, Duration::from_secs(30), || {
+        let st = bin().args(["status", "--json", "--config"]).arg(&cfg).output().unwrap();
+        assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+        (v["lag"].as_i64() == Some(0)).then_some(v)
+    });
     assert_eq!(v["up"].as_u64(), Some(1));
-    assert_eq!(v["lag"].as_i64(), Some(0));
     assert_eq!(v["processes"][0]["address"].as_str(), Some(addr.as_str()));
     assert!(v["processes"][0]["status"]["last_checkpoint"]["written_at"].is_string());
     assert_eq!(

@@ -254,11 +254,11 @@ impl AnomalyModel {
             return Err("robust statistics must hold one finite location and positive scale per evidence value".into());
         }
         let t = &self.thresholds;
-        if ![t.residual_z, t.stuck_hours, t.stuck_score, t.cusum_up, t.cusum_down]
+        let positive = [t.residual_z, t.stuck_hours, t.stuck_score, t.cusum_up, t.cusum_down]
             .iter()
-            .all(|v| v.is_finite() && *v > 0.0)
-            || !(t.forest.is_finite() && t.forest_median.is_finite() && t.forest > t.forest_median)
-        {
+            .all(|v| v.is_finite() && *v > 0.0);
+        let forest_ok = t.forest.is_finite() && t.forest_median.is_finite() && t.forest > t.forest_median;
+        if !positive || !forest_ok {
             return Err("thresholds must be positive and finite, forest threshold above its median".into());
         }
         match (self.model_type.as_str(), &self.forest) {

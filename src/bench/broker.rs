@@ -8,7 +8,9 @@
 //!                    same key, the sink's partition fnv1a(key) mod 4, an id header of the sink's length) ──> wait for every ack
 //!                    no parsing, no compute
 //!   weatherflow (runner in-process, W workers, --until-end), checkpointing on / off
-//!        time from the first record read (metrics.records_in > 0) to the last output acknowledged
+//!   rate: records / (last output acknowledged - first record read), sampled every ms; the time
+//!   to the first acknowledgement is kept too: it shows start-up skew (with checkpoints each worker
+//!   reads back its output partitions before it starts, while the others may already read)
 //!   consume-only: read the input to its end;  produce-only: the outputs' bytes, acknowledged
 //! ```
 //!
@@ -49,12 +51,19 @@ pub struct BrokerRun {
     pub seconds: f64,
     /// Records per second over `seconds`.
     pub rate: f64,
+    /// From the first record read to the first output acknowledged, s (start-up skew between
+    /// workers shows here).
+    pub first_ack_s: f64,
     /// Including client start-up (and for weatherflow: topic checks, restore, final checkpoint), s.
     pub wall_seconds: f64,
     /// Checkpoints written (weatherflow with checkpoints).
     pub checkpoints: u64,
     /// CPU used by this process, the broker and others over the whole run.
     pub cpu: CpuUsage,
+    /// Time the workers spent writing checkpoints (on the worker thread, fsync included), s.
+    pub checkpoint_write_s: f64,
+    /// Slowest checkpoint write (upper bound of its histogram bucket), s.
+    pub checkpoint_write_max_s: f64,
 }
 
 /// Counts delivery reports.
@@ -64,6 +73,41 @@ pub struct AckCounter {
     pub acked: AtomicU64,
     /// Failed after librdkafka's retries.
     pub failed: AtomicU64,
+    /// Also counts acknowledgements here (shared by several producers).
+    pub shared: Option<Arc<AtomicU64>>,
+}
+
+/// When a count of acknowledged outputs first became non-zero and when it reached its total.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Progress {
+    first: Option<Instant>,
+    done: Option<Instant>,
+}
+
+impl Progress {
+    /// Notes the count `acked` of `total` now.
+    pub fn note(&mut self, acked: u64, total: u64) {
+        let now = Instant::now();
+        if self.first.is_none() && acked > 0 {
+            self.first = Some(now);
+        }
+        if self.done.is_none() && acked >= total {
+            self.done = Some(now);
+        }
+    }
+
+    /// Seconds from `start` to the first acknowledgement.
+    pub fn first_after(&self, start: Option<Instant>) -> f64 {
+        match (start, self.first) {
+            (Some(s), Some(f)) => f.saturating_duration_since(s).as_secs_f64(),
+            _ => f64::NAN,
+        }
+    }
+
+    /// When the last output was acknowledged.
+    pub fn done_at(&self) -> Option<Instant> {
+        self.done
+    }
 }
 
 impl ClientContext for AckCounter {}
@@ -72,15 +116,27 @@ impl ProducerContext for AckCounter {
     type DeliveryOpaque = ();
     fn delivery(&self, r: &DeliveryResult<'_>, _: ()) {
         match r {
-            Ok(_) => self.acked.fetch_add(1, Ordering::Relaxed),
+            Ok(_) => {
+                if let Some(s) = &self.shared {
+                    s.fetch_add(1, Ordering::Relaxed);
+                }
+                self.acked.fetch_add(1, Ordering::Relaxed)
+            }
             Err(_) => self.failed.fetch_add(1, Ordering::Relaxed),
         };
     }
 }
 
-fn producer(brokers: &str, options: &BTreeMap<String, String>) -> Result<BaseProducer<AckCounter>, KafkaIoError> {
+fn producer(
+    brokers: &str,
+    options: &BTreeMap<String, String>,
+    shared: Option<Arc<AtomicU64>>,
+) -> Result<BaseProducer<AckCounter>, KafkaIoError> {
     kafka::client_config(brokers, options)
-        .create_with_context(AckCounter::default())
+        .create_with_context(AckCounter {
+            shared,
+            ..AckCounter::default()
+        })
         .map_err(|source| KafkaIoError::Client {
             context: "creating bench producer".into(),
             source,
@@ -125,7 +181,7 @@ fn drain(p: &BaseProducer<AckCounter>, sent: u64, patience: Duration) -> Result<
 /// Creates `topic` and publishes the dataset into it, partition by partition as generated.
 pub fn prefill(brokers: &str, options: &BTreeMap<String, String>, topic: &str, data: &Dataset) -> Result<f64, String> {
     kafka::ensure_topics(brokers, &BTreeMap::new(), &[topic], data.by_partition.len() as i32, 1).map_err(|e| e.to_string())?;
-    let p = producer(brokers, options).map_err(|e| e.to_string())?;
+    let p = producer(brokers, options, None).map_err(|e| e.to_string())?;
     let start = Instant::now();
     for (part, msgs) in data.by_partition.iter().enumerate() {
         for m in msgs {
@@ -161,6 +217,22 @@ pub fn delete_topics(brokers: &str, topics: &[&str]) {
     }
 }
 
+/// Topics on the broker whose names start with `prefix` (to check the clean-up).
+pub fn topics_with_prefix(brokers: &str, prefix: &str) -> Vec<String> {
+    let Ok(c) = kafka::consumer(brokers, &unique("list"), &BTreeMap::new()) else {
+        return Vec::new();
+    };
+    match c.fetch_metadata(None, Duration::from_secs(10)) {
+        Ok(md) => md
+            .topics()
+            .iter()
+            .map(|t| t.name().to_string())
+            .filter(|n| n.starts_with(prefix))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
 /// The passthrough job on `workers` threads: consume `input`, produce `sizes[p][o]` bytes per
 /// record to `output`, wait for every ack.
 pub fn passthrough(s: &Settings, input: &str, output: &str, sizes: &Arc<Vec<Vec<u32>>>, workers: usize) -> Result<BrokerRun, String> {
@@ -171,15 +243,28 @@ pub fn passthrough(s: &Settings, input: &str, output: &str, sizes: &Arc<Vec<Vec<
     let wall = Instant::now();
     let meter = CpuMeter::start();
     let group = unique("passthrough");
+    let acked = Arc::new(AtomicU64::new(0));
+    let total: u64 = sizes.iter().map(|p| p.len() as u64).sum();
     let threads: Vec<_> = (0..workers.max(1))
         .map(|w| {
             let (b, copts, popts) = (s.kafka.brokers.clone(), s.consumer_options(), s.producer_options());
-            let (input, output, sizes, filler, group) =
-                (input.to_string(), output.to_string(), sizes.clone(), filler.clone(), group.clone());
+            let (input, output, sizes, filler, group, acked) = (
+                input.to_string(),
+                output.to_string(),
+                sizes.clone(),
+                filler.clone(),
+                group.clone(),
+                acked.clone(),
+            );
             let mine: Vec<i32> = (0..partitions).filter(|p| p % workers.max(1) == w).map(|p| p as i32).collect();
-            std::thread::spawn(move || pass_thread(&b, &copts, &popts, &group, &input, &output, &mine, &sizes, &filler))
+            std::thread::spawn(move || pass_thread(&b, &copts, &popts, &group, &input, &output, &mine, &sizes, &filler, acked))
         })
         .collect();
+    let mut progress = Progress::default();
+    while !threads.iter().all(|t| t.is_finished()) {
+        progress.note(acked.load(Ordering::Relaxed), total);
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let mut spans = Vec::new();
     for t in threads {
         spans.push(t.join().map_err(|_| "passthrough thread panicked".to_string())??);
@@ -196,9 +281,12 @@ pub fn passthrough(s: &Settings, input: &str, output: &str, sizes: &Arc<Vec<Vec<
         records,
         seconds,
         rate: records as f64 / seconds,
+        first_ack_s: progress.first_after(first),
         wall_seconds: wall.elapsed().as_secs_f64(),
         checkpoints: 0,
         cpu: meter.stop(),
+        checkpoint_write_s: 0.0,
+        checkpoint_write_max_s: 0.0,
     })
 }
 
@@ -215,9 +303,10 @@ fn pass_thread(
     mine: &[i32],
     sizes: &[Vec<u32>],
     filler: &[u8],
+    acked: Arc<AtomicU64>,
 ) -> Result<Span, String> {
     let c = kafka::consumer(brokers, group, copts).map_err(|e| e.to_string())?;
-    let p = producer(brokers, popts).map_err(|e| e.to_string())?;
+    let p = producer(brokers, popts, Some(acked)).map_err(|e| e.to_string())?;
     let out_partitions = sizes.len().max(1) as u64;
     let mut tpl = TopicPartitionList::new();
     let mut at_end: BTreeMap<i32, bool> = BTreeMap::new();
@@ -233,9 +322,12 @@ fn pass_thread(
     let (mut first, mut sent) = (None, 0u64);
     let mut id = String::new();
     while at_end.values().any(|e| !e) {
+        // Block up to 1 ms for the first message (no spinning when idle), then take what is
+        // already fetched without waiting; serve delivery reports after each batch.
         let mut n = 0;
+        let mut wait = Duration::from_millis(1);
         while n < 1000 {
-            match c.poll(Duration::ZERO) {
+            match c.poll(wait) {
                 None => break,
                 Some(Ok(m)) => {
                     first.get_or_insert_with(Instant::now);
@@ -260,6 +352,7 @@ fn pass_thread(
                     send(&p, rec).map_err(|e| e.to_string())?;
                     sent += 1;
                     n += 1;
+                    wait = Duration::ZERO;
                 }
                 Some(Err(KafkaError::PartitionEOF(part))) => {
                     at_end.insert(part, true);
@@ -267,7 +360,7 @@ fn pass_thread(
                 Some(Err(e)) => tracing::warn!(error = %e, "passthrough: consumer error"),
             }
         }
-        p.poll(if n == 0 { Duration::from_millis(1) } else { Duration::ZERO });
+        p.poll(Duration::ZERO);
     }
     let failed = drain(&p, sent, Duration::from_secs(300))?;
     if failed > 0 {
@@ -287,23 +380,33 @@ pub fn weatherflow(s: &Settings, expected: u64) -> Result<BrokerRun, String> {
         let (s, m, sd) = (s.clone(), metrics.clone(), shutdown.clone());
         std::thread::spawn(move || runner::run_process_with(&s, 0, sd, m).map_err(|e| e.to_string()))
     };
-    let (mut first, mut last) = (None, None);
+    let mut first = None;
+    let mut progress = Progress::default();
+    let mut next_log = Instant::now();
     while !handle.is_finished() {
         let snap = metrics.snapshot();
+        if Instant::now() >= next_log {
+            next_log += Duration::from_millis(100);
+            tracing::debug!(
+                read = snap.records_in,
+                acked = snap.predictions_acked,
+                checkpoints = snap.checkpoints,
+                "bench: weatherflow progress"
+            );
+        }
         if first.is_none() && snap.records_in > 0 {
             first = Some(Instant::now());
         }
-        if last.is_none() && snap.predictions_acked + snap.dlq_acked >= expected {
-            last = Some(Instant::now());
-        }
-        std::thread::sleep(Duration::from_micros(200));
+        progress.note(snap.predictions_acked + snap.dlq_acked, expected);
+        std::thread::sleep(Duration::from_millis(1));
     }
     let snap = handle.join().map_err(|_| "runner thread panicked".to_string())??;
+    let writes = metrics.ops.checkpoint_write.snapshot();
     let done = snap.predictions_acked + snap.dlq_acked;
     if done != expected {
         return Err(format!("weatherflow answered {done} of {expected} records"));
     }
-    let last = last.unwrap_or_else(Instant::now);
+    let last = progress.done_at().unwrap_or_else(Instant::now);
     let seconds = first.map(|f| (last - f).as_secs_f64()).unwrap_or(f64::NAN);
     Ok(BrokerRun {
         job: if s.checkpoint.enabled {
@@ -315,9 +418,12 @@ pub fn weatherflow(s: &Settings, expected: u64) -> Result<BrokerRun, String> {
         records: expected,
         seconds,
         rate: expected as f64 / seconds,
+        first_ack_s: progress.first_after(first),
         wall_seconds: wall.elapsed().as_secs_f64(),
         checkpoints: snap.checkpoints,
         cpu: meter.stop(),
+        checkpoint_write_s: writes.sum,
+        checkpoint_write_max_s: writes.quantile(1.0).unwrap_or(0.0),
     })
 }
 
@@ -354,9 +460,12 @@ pub fn consume_only(s: &Settings, topic: &str, partitions: usize) -> Result<Brok
         records: n,
         seconds,
         rate: n as f64 / seconds,
+        first_ack_s: f64::NAN,
         wall_seconds: wall.elapsed().as_secs_f64(),
         checkpoints: 0,
         cpu: meter.stop(),
+        checkpoint_write_s: 0.0,
+        checkpoint_write_max_s: 0.0,
     })
 }
 
@@ -366,7 +475,7 @@ pub fn produce_only(s: &Settings, data: &Dataset, sizes: &[Vec<u32>], topic: &st
     kafka::ensure_topics(&s.kafka.brokers, &BTreeMap::new(), &[topic], sizes.len() as i32, 1).map_err(|e| e.to_string())?;
     let wall = Instant::now();
     let meter = CpuMeter::start();
-    let p = producer(&s.kafka.brokers, &s.producer_options()).map_err(|e| e.to_string())?;
+    let p = producer(&s.kafka.brokers, &s.producer_options(), None).map_err(|e| e.to_string())?;
     let max = sizes.iter().flatten().copied().max().unwrap_or(0) as usize;
     let filler: Vec<u8> = (0..max).map(|i| b'a' + (i % 26) as u8).collect();
     let start = Instant::now();
@@ -403,8 +512,11 @@ pub fn produce_only(s: &Settings, data: &Dataset, sizes: &[Vec<u32>], topic: &st
         records: sent,
         seconds,
         rate: sent as f64 / seconds,
+        first_ack_s: f64::NAN,
         wall_seconds: wall.elapsed().as_secs_f64(),
         checkpoints: 0,
         cpu: meter.stop(),
+        checkpoint_write_s: 0.0,
+        checkpoint_write_max_s: 0.0,
     })
 }

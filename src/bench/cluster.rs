@@ -53,6 +53,10 @@ pub struct ClusterSpec {
     pub stop_at_end: bool,
     /// Consumer group.
     pub group: String,
+    /// Extra librdkafka consumer options (`[kafka.consumer]`).
+    pub consumer: Vec<(String, String)>,
+    /// Extra librdkafka producer options (`[kafka.producer]`).
+    pub producer: Vec<(String, String)>,
 }
 
 impl ClusterSpec {
@@ -75,6 +79,8 @@ impl ClusterSpec {
             restart: false,
             stop_at_end: true,
             group: format!("{u}-group"),
+            consumer: Vec::new(),
+            producer: Vec::new(),
         }
     }
 
@@ -82,7 +88,11 @@ impl ClusterSpec {
     pub fn toml(&self) -> String {
         let quote = |v: &str| format!("{v:?}");
         let processes: Vec<String> = self.processes.iter().map(|p| quote(p)).collect();
-        format!(
+        let table = |name: &str, opts: &[(String, String)]| {
+            let lines: String = opts.iter().map(|(k, v)| format!("{} = {}\n", quote(k), quote(v))).collect();
+            format!("[kafka.{name}]\n{lines}")
+        };
+        let mut text = format!(
             "[cluster]\nprocesses = [{}]\nworkers = {}\non_failure = {}\nmax_restarts = 1000\n\
              [kafka]\nbrokers = {}\ngroup_id = {}\n\
              [topics]\nfeatures = {}\npredictions = {}\ndlq = {}\npartitions = {}\n\
@@ -105,7 +115,10 @@ impl ClusterSpec {
             self.checkpoint,
             quote(&self.checkpoint_dir.display().to_string()),
             self.checkpoint_ms,
-        )
+        );
+        text.push_str(&table("consumer", &self.consumer));
+        text.push_str(&table("producer", &self.producer));
+        text
     }
 
     /// Resolved settings, validated like a config file.
@@ -138,5 +151,10 @@ mod tests {
         assert!(!settings.checkpoint.enabled);
         assert!(settings.source.stop_at_end);
         assert_eq!(settings.topics.features, "in");
+        s.consumer.push(("fetch.wait.max.ms".into(), "2".into()));
+        s.producer.push(("linger.ms".into(), "1".into()));
+        let settings = s.settings().unwrap();
+        assert_eq!(settings.consumer_options()["fetch.wait.max.ms"], "2");
+        assert_eq!(settings.producer_options()["linger.ms"], "1");
     }
 }

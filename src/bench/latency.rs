@@ -7,6 +7,7 @@
 //!   weatherflow (runner in-process, streaming, checkpointing on or off)
 //!   reader (fetch.wait.max.ms = 1) <── <run>-predictions: id header "<lineage>/partition:offset" -> arrival time (µs)
 //!   latency = arrival - send, for records sent after the warm-up records came out
+//!   a second reader on <run>-features: the broker's own one-hop latency, in the same run
 //! ```
 //!
 //! This bounds "feature arrival to prediction acknowledged" from above: it also counts the
@@ -61,8 +62,21 @@ pub struct LatencyRun {
     pub p99_ms: f64,
     /// Maximum, ms.
     pub max_ms: f64,
+    /// Median of the part up to the sink handing the prediction to the producer (the output
+    /// message's timestamp, ms resolution): input produce, fetch, epochs, operators.
+    pub to_sink_p50_ms: f64,
+    /// 99th percentile of that part, ms.
+    pub to_sink_p99_ms: f64,
+    /// Median one-hop latency of the broker itself: send to visible on the input topic (a second
+    /// reader), ms. Two hops (input and output) is the floor of any Kafka-to-Kafka job.
+    pub broker_p50_ms: f64,
+    /// 99th percentile of the broker's one-hop latency, ms.
+    pub broker_p99_ms: f64,
+
     /// Checkpoints written during the run.
     pub checkpoints: u64,
+    /// Slowest checkpoint write (upper bound of its histogram bucket), ms.
+    pub checkpoint_write_max_ms: f64,
 }
 
 /// Records (partition, offset, send time) of acknowledged input.
@@ -96,10 +110,21 @@ pub fn input_position(id: &[u8]) -> String {
     id.rsplit('/').next().unwrap_or_default().to_string()
 }
 
-/// Arrival times by output id, filled by the reader thread.
-type Arrivals = Arc<Mutex<HashMap<String, u64>>>;
+/// Arrival time (µs) and the output's own timestamp (ms: when the sink handed it to the
+/// producer) by input position, filled by the reader thread.
+type Arrivals = Arc<Mutex<HashMap<String, (u64, i64)>>>;
 
-fn reader(brokers: String, topic: String, partitions: usize, arrivals: Arrivals, stop: Arc<AtomicBool>) -> Result<(), String> {
+/// Reads `topic` from the beginning until `stop`, noting arrivals. Outputs are keyed by the input
+/// position in their id header; with `input = true` the topic is the input itself (the broker's
+/// own one-hop latency) and the position is the message's.
+fn read_arrivals(
+    brokers: String,
+    topic: String,
+    partitions: usize,
+    arrivals: Arrivals,
+    stop: Arc<AtomicBool>,
+    input: bool,
+) -> Result<(), String> {
     let opts = std::collections::BTreeMap::from([("fetch.wait.max.ms".to_string(), "1".to_string())]);
     let c = kafka::consumer(&brokers, &unique("latency-reader"), &opts).map_err(|e| e.to_string())?;
     kafka::wait_for_topic(&c, &brokers, &topic, Duration::from_secs(60)).map_err(|e| e.to_string())?;
@@ -111,12 +136,16 @@ fn reader(brokers: String, topic: String, partitions: usize, arrivals: Arrivals,
     while !stop.load(Ordering::Relaxed) {
         if let Some(Ok(m)) = c.poll(Duration::from_millis(5)) {
             let t = now_us();
-            let id = m
-                .headers()
-                .and_then(|h| h.iter().find(|h| h.key == ID_HEADER))
-                .and_then(|h| h.value);
-            if let (Some(id), Ok(mut a)) = (id, arrivals.lock()) {
-                a.insert(input_position(id), t);
+            let position = if input {
+                Some(format!("{}:{}", m.partition(), m.offset()))
+            } else {
+                m.headers()
+                    .and_then(|h| h.iter().find(|h| h.key == ID_HEADER))
+                    .and_then(|h| h.value)
+                    .map(input_position)
+            };
+            if let (Some(pos), Ok(mut a)) = (position, arrivals.lock()) {
+                a.insert(pos, (t, m.timestamp().to_millis().unwrap_or(0)));
             }
         }
     }
@@ -139,7 +168,12 @@ pub fn run(spec: &ClusterSpec, data: &Dataset, rate: f64, seconds: f64) -> Resul
     let stop = Arc::new(AtomicBool::new(false));
     let reader = {
         let (b, t, a, st) = (s.kafka.brokers.clone(), spec.predictions.clone(), arrivals.clone(), stop.clone());
-        std::thread::spawn(move || reader(b, t, partitions, a, st))
+        std::thread::spawn(move || read_arrivals(b, t, partitions, a, st, false))
+    };
+    let inputs: Arrivals = Arc::default();
+    let input_reader = {
+        let (b, t, a, st) = (s.kafka.brokers.clone(), spec.features.clone(), inputs.clone(), stop.clone());
+        std::thread::spawn(move || read_arrivals(b, t, partitions, a, st, true))
     };
     let result = generate(spec, &s, data, rate, seconds, &arrivals, &metrics);
     // Let the last predictions arrive, then stop everything (the runner drains).
@@ -155,17 +189,28 @@ pub fn run(spec: &ClusterSpec, data: &Dataset, rate: f64, seconds: f64) -> Resul
     let snap = runner.join().map_err(|_| "runner panicked".to_string())??;
     stop.store(true, Ordering::Relaxed);
     reader.join().map_err(|_| "reader panicked".to_string())??;
+    input_reader.join().map_err(|_| "reader panicked".to_string())??;
+    let inputs = inputs.lock().map_err(|_| "poisoned".to_string())?;
     let (_, log, sent_rate) = result?;
     let arrivals = arrivals.lock().map_err(|_| "poisoned".to_string())?;
-    let mut lat: Vec<f64> = Vec::new();
+    let (mut lat, mut to_sink, mut broker) = (Vec::new(), Vec::new(), Vec::new());
     let mut missing = 0u64;
-    for (p, o, t) in log {
-        match arrivals.get(&format!("{p}:{o}")) {
-            Some(a) => lat.push(a.saturating_sub(t) as f64 / 1000.0),
+    for (p, o, sent) in log {
+        let pos = format!("{p}:{o}");
+        if let Some((a, _)) = inputs.get(&pos) {
+            broker.push(a.saturating_sub(sent) as f64 / 1000.0);
+        }
+        match arrivals.get(&pos) {
+            Some((a, produced_ms)) => {
+                lat.push(a.saturating_sub(sent) as f64 / 1000.0);
+                to_sink.push(*produced_ms as f64 - sent as f64 / 1000.0);
+            }
             None => missing += 1,
         }
     }
-    lat.sort_by(f64::total_cmp);
+    for v in [&mut lat, &mut to_sink, &mut broker] {
+        v.sort_by(f64::total_cmp);
+    }
     Ok(LatencyRun {
         checkpoint: spec.checkpoint,
         epoch_ms: spec.epoch_ms,
@@ -178,7 +223,12 @@ pub fn run(spec: &ClusterSpec, data: &Dataset, rate: f64, seconds: f64) -> Resul
         p90_ms: percentile(&lat, 0.9),
         p99_ms: percentile(&lat, 0.99),
         max_ms: lat.last().copied().unwrap_or(f64::NAN),
+        to_sink_p50_ms: percentile(&to_sink, 0.5),
+        to_sink_p99_ms: percentile(&to_sink, 0.99),
+        broker_p50_ms: percentile(&broker, 0.5),
+        broker_p99_ms: percentile(&broker, 0.99),
         checkpoints: snap.checkpoints,
+        checkpoint_write_max_ms: metrics.ops.checkpoint_write.snapshot().quantile(1.0).unwrap_or(0.0) * 1000.0,
     })
 }
 
@@ -236,7 +286,6 @@ fn generate(
         std::thread::sleep(Duration::from_millis(10));
     }
     let warm = std::mem::take(&mut *p.context().sent.lock().map_err(|_| "poisoned")?);
-    let _ = arrivals; // warm-up arrivals are simply not looked up
     let start = Instant::now();
     let mut i = 0u64;
     'outer: loop {

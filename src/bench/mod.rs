@@ -118,6 +118,13 @@ pub struct BenchArgs {
     /// Records per end-to-end run.
     #[arg(long, default_value_t = 100_000)]
     pub e2e_records: usize,
+    /// Jobs of the e2e part, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "passthrough,weatherflow,weatherflow+checkpoints,baselines"
+    )]
+    pub e2e_jobs: Vec<String>,
     /// Workers of the end-to-end and latency runs (and threads of the passthrough job).
     #[arg(long, default_value_t = 2)]
     pub e2e_workers: usize,
@@ -127,6 +134,12 @@ pub struct BenchArgs {
     /// Checkpoint interval (ms) of the runs with checkpoints.
     #[arg(long, default_value_t = 1000)]
     pub checkpoint_ms: u64,
+    /// librdkafka consumer option KEY=VALUE for every run through the broker (repeatable).
+    #[arg(long = "consumer-option", value_parser = key_value)]
+    pub consumer_options: Vec<(String, String)>,
+    /// librdkafka producer option KEY=VALUE for every run through the broker (repeatable).
+    #[arg(long = "producer-option", value_parser = key_value)]
+    pub producer_options: Vec<(String, String)>,
     /// Offered load of the latency runs, records/s (default: half the e2e maximum with checkpoints).
     #[arg(long)]
     pub latency_rate: Option<f64>,
@@ -159,6 +172,22 @@ pub struct BenchArgs {
     pub work_dir: PathBuf,
 }
 
+fn key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .ok_or_else(|| format!("{s:?}: expected KEY=VALUE"))
+}
+
+/// A single-process spec with the options of `a` applied.
+fn spec_for(a: &BenchArgs, features: &str, work: &std::path::Path, tag: &str) -> ClusterSpec {
+    let mut s = ClusterSpec::single(&a.brokers, features, a.e2e_workers, work, tag);
+    s.consumer = a.consumer_options.clone();
+    s.producer = a.producer_options.clone();
+    s.checkpoint_ms = a.checkpoint_ms;
+    s.epoch_ms = a.epoch_ms;
+    s
+}
+
 fn fallback_params(models: ModelSource) -> ForecastParams {
     ForecastParams {
         interval: 0.9,
@@ -172,6 +201,7 @@ pub fn run(a: &BenchArgs) -> Result<Report, BenchError> {
     let base = BaseSeries::load(&a.file)?;
     std::fs::create_dir_all(&a.work_dir).map_err(|e| BenchError::WorkDir(a.work_dir.clone(), e))?;
     let work = std::fs::canonicalize(&a.work_dir).map_err(|e| BenchError::WorkDir(a.work_dir.clone(), e))?;
+    stats::set_broker(&a.brokers);
     let mut r = Report::new(a);
     let has = |p: Part| a.parts.contains(&p);
     let repeats = a.repeats.max(1);
@@ -209,13 +239,7 @@ pub fn run(a: &BenchArgs) -> Result<Report, BenchError> {
                     tracing::info!(rate, epoch_ms, checkpoints = ckpt, "bench: latency");
                     let records = (rate * a.latency_seconds) as usize + 1000;
                     let data = base.generate(records, a.stations, 4);
-                    let mut spec = ClusterSpec::single(
-                        &a.brokers,
-                        &format!("{}-features", unique("latency")),
-                        a.e2e_workers,
-                        &work,
-                        "latency",
-                    );
+                    let mut spec = spec_for(a, &format!("{}-features", unique("latency")), &work, "latency");
                     spec.stop_at_end = false;
                     spec.checkpoint = ckpt;
                     spec.epoch_ms = epoch_ms;
@@ -236,8 +260,20 @@ pub fn run(a: &BenchArgs) -> Result<Report, BenchError> {
             stations: a.stations,
             epoch_ms: a.epoch_ms,
             checkpoint_ms: a.checkpoint_ms,
+            spec: spec_for(a, "unused", &work, "recovery"),
         };
         r.recovery = Some(recovery::run(&a.brokers, &base, &o, &work).map_err(part_err("recovery"))?);
+    }
+    if has(Part::E2e) || has(Part::Latency) || has(Part::Recovery) {
+        let left = broker::topics_with_prefix(&a.brokers, &format!("bench-{}-", "e2e"))
+            .into_iter()
+            .chain(broker::topics_with_prefix(&a.brokers, "bench-latency-"))
+            .chain(broker::topics_with_prefix(&a.brokers, "bench-recovery-"))
+            .filter(|t| t.contains(&format!("-{}-", std::process::id())))
+            .collect::<Vec<_>>();
+        if !left.is_empty() {
+            tracing::warn!(topics = ?left, "bench: topics of this run were not deleted");
+        }
     }
     r.finish();
     Ok(r)
@@ -331,9 +367,8 @@ fn e2e_part(base: &BaseSeries, a: &BenchArgs, work: &std::path::Path, repeats: u
     let sizes = Arc::new(output_sizes(&data));
     let input = format!("{}-features", unique("e2e"));
     let spec = |ckpt: bool| {
-        let mut s = ClusterSpec::single(&a.brokers, &input, a.e2e_workers, work, "e2e");
+        let mut s = spec_for(a, &input, work, "e2e");
         s.checkpoint = ckpt;
-        s.epoch_ms = a.epoch_ms;
         s.checkpoint_ms = a.checkpoint_ms.max(a.epoch_ms);
         s
     };
@@ -343,8 +378,12 @@ fn e2e_part(base: &BaseSeries, a: &BenchArgs, work: &std::path::Path, repeats: u
     section.prefill_seconds = broker::prefill(&a.brokers, &settings.producer_options(), &input, &data).map_err(&err)?;
     let result = (|| -> Result<(), String> {
         for rep in 0..repeats {
-            let mut jobs = vec!["passthrough", "weatherflow", "weatherflow+checkpoints"];
-            jobs.rotate_left(rep % 3);
+            let mut jobs: Vec<&str> = ["passthrough", "weatherflow", "weatherflow+checkpoints"]
+                .into_iter()
+                .filter(|j| a.e2e_jobs.iter().any(|x| x == j))
+                .collect();
+            let n = jobs.len().max(1);
+            jobs.rotate_left(rep % n);
             for job in jobs {
                 tracing::info!(rep, job, "bench: e2e");
                 let run = match job {
@@ -364,11 +403,13 @@ fn e2e_part(base: &BaseSeries, a: &BenchArgs, work: &std::path::Path, repeats: u
                 };
                 section.runs.push(run);
             }
-            section.runs.push(broker::consume_only(&settings, &input, 4)?);
-            let out = format!("{}-produce", unique("e2e"));
-            let r = broker::produce_only(&settings, &data, &sizes, &out);
-            broker::delete_topics(&a.brokers, &[&out]);
-            section.runs.push(r?);
+            if a.e2e_jobs.iter().any(|j| j == "baselines") {
+                section.runs.push(broker::consume_only(&settings, &input, 4)?);
+                let out = format!("{}-produce", unique("e2e"));
+                let r = broker::produce_only(&settings, &data, &sizes, &out);
+                broker::delete_topics(&a.brokers, &[&out]);
+                section.runs.push(r?);
+            }
         }
         Ok(())
     })();

@@ -89,6 +89,8 @@ pub struct RecoveryOptions {
     pub epoch_ms: u64,
     /// Checkpoint interval, ms.
     pub checkpoint_ms: u64,
+    /// The cluster settings to start from (brokers, client options, work dir, unique names).
+    pub spec: ClusterSpec,
 }
 
 /// Pids of the cluster processes started for `cfg`, with their process index.
@@ -100,7 +102,7 @@ fn cluster_pids(cfg: &Path) -> Vec<(i32, usize)> {
             let pid: i32 = e.file_name().to_str()?.parse().ok()?;
             let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
             let args: Vec<String> = cmd.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
-            if !args.iter().any(|a| *a == needle) || !alive(pid) {
+            if !args.contains(&needle) || !alive(pid) {
                 return None;
             }
             let i = args.iter().position(|a| a == "--process")?;
@@ -148,7 +150,9 @@ pub fn run(brokers: &str, base: &BaseSeries, o: &RecoveryOptions, work: &Path) -
         })
         .collect::<Result<_, _>>()
         .map_err(|e| e.to_string())?;
-    let mut spec = ClusterSpec::single(brokers, &format!("{u}-features"), 1, work, "recovery");
+    let mut spec = o.spec.clone();
+    spec.features = format!("{u}-features");
+    spec.workers = 1;
     spec.processes = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     spec.restart = true;
     spec.stop_at_end = false;

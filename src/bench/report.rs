@@ -399,14 +399,14 @@ impl Report {
             let _ =
                 writeln!(
                 o,
-                "exchange serialisation between processes (bincode out+back): accepted {:.2} | forecasted {:.2} | output {:.2} | sum {:.2}",
-                s.exchange_accepted_us, s.exchange_forecasted_us, s.exchange_out_us, s.exchange_us()
+                "exchange serialisation between processes (bincode out+back, paid only by records that cross processes): accepted {:.2} | forecasted {:.2} (never crosses: same key as the forecast exchange) | output {:.2}",
+                s.exchange_accepted_us, s.exchange_forecasted_us, s.exchange_out_us
             );
         }
         if let Some(e) = &self.e2e {
             let _ = writeln!(
                 o,
-                "\n== through the broker ({} records, {:.0} B in, {:.0} B out per record)",
+                "\n== through the broker ({} records, {:.0} B in, {:.0} B out per record; rate = records / (last ack - first read))",
                 e.records, e.input_bytes_per_record, e.output_bytes_per_record
             );
             let pass = e.median("passthrough");
@@ -422,9 +422,10 @@ impl Report {
                 let med = |f: fn(&BrokerRun) -> f64| median(&runs.iter().map(|r| f(r)).collect::<Vec<_>>());
                 let _ = writeln!(
                     o,
-                    "{job:<24} {rate:>9.0} rec/s  = {:.2} x passthrough  runs: {}  | our CPU {:.1} us/rec, broker {:.2} cores, others {:.2} cores",
+                    "{job:<24} {rate:>9.0} rec/s  = {:.2} x passthrough  runs: {}  first ack after {:.2} s  | our CPU {:.1} us/rec, broker {:.2} cores, others {:.2} cores",
                     rate / pass,
                     list(runs.iter().map(|r| r.rate)),
+                    med(|r| r.first_ack_s),
                     med(|r| r.cpu.self_cpu_s * 1e6 / r.records as f64),
                     med(|r| r.cpu.broker_cores),
                     med(|r| r.cpu.others_cores - r.cpu.broker_cores.max(0.0))
@@ -432,6 +433,13 @@ impl Report {
             }
             let (wf, wfc) = (e.median("weatherflow"), e.median("weatherflow+checkpoints"));
             let _ = writeln!(o, "cost of checkpointing: {:.1} % of throughput", (1.0 - wfc / wf) * 100.0);
+            for r in e.runs.iter().filter(|r| r.checkpoints > 0) {
+                let _ = writeln!(
+                    o,
+                    "   {:.0} rec/s: {} checkpoints, {:.3} s writing them on the worker threads (slowest <= {:.3} s)",
+                    r.rate, r.checkpoints, r.checkpoint_write_s, r.checkpoint_write_max_s
+                );
+            }
         }
         if !self.latency.is_empty() {
             let _ = writeln!(
@@ -442,17 +450,22 @@ impl Report {
             for l in &self.latency {
                 let _ = writeln!(
                     o,
-                    "epoch {:>3} ms, checkpoints {:<3}: p50 {:>6.1} ms  p90 {:>6.1}  p99 {:>6.1}  max {:>6.1}  ({} timed, {} missing, sent {:.0} rec/s, {} checkpoints)",
+                    "epoch {:>3} ms, checkpoints {:<3}: p50 {:>6.1} ms  p90 {:>6.1}  p99 {:>6.1}  max {:>6.1}  | to sink p50 {:.1} p99 {:.1} | broker one hop p50 {:.1} p99 {:.1}  ({} timed, {} missing, sent {:.0} rec/s, {} checkpoints, slowest write <= {:.0} ms)",
                     l.epoch_ms,
                     if l.checkpoint { "on" } else { "off" },
                     l.p50_ms,
                     l.p90_ms,
                     l.p99_ms,
                     l.max_ms,
+                    l.to_sink_p50_ms,
+                    l.to_sink_p99_ms,
+                    l.broker_p50_ms,
+                    l.broker_p99_ms,
                     l.measured,
                     l.missing,
                     l.sent_rate,
-                    l.checkpoints
+                    l.checkpoints,
+                    l.checkpoint_write_max_ms
                 );
             }
         }

@@ -60,7 +60,7 @@ pub struct CpuUsage {
     pub self_cpu_s: f64,
     /// CPU time of other processes (machine busy time minus ours), in cores on average.
     pub others_cores: f64,
-    /// Of which the local broker process (a process named `tansu`), in cores; `NaN` if none.
+    /// Of which the local broker process (see [`set_broker`]), in cores; `NaN` if none.
     pub broker_cores: f64,
 }
 
@@ -87,13 +87,27 @@ fn process_cpu_s(pid: i32) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// The pid of a running process whose command name is `name`.
-pub fn find_process(name: &str) -> Option<i32> {
+/// The pid of a running process whose command name is `name` and whose command line contains
+/// `arg` (e.g. the broker's port).
+pub fn find_process(name: &str, arg: &str) -> Option<i32> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-        (std::fs::read_to_string(e.path().join("comm")).ok()?.trim() == name).then_some(pid)
+        if std::fs::read_to_string(e.path().join("comm")).ok()?.trim() != name {
+            return None;
+        }
+        let cmd = String::from_utf8_lossy(&std::fs::read(e.path().join("cmdline")).ok()?).replace('\0', " ");
+        cmd.contains(arg).then_some(pid)
     })
 }
+
+/// The local broker to account CPU to: a `tansu` process listening on the port of `brokers`.
+pub fn set_broker(brokers: &str) {
+    let port = brokers.split(',').next().and_then(|b| b.rsplit(':').next()).unwrap_or("9092");
+    let pid = find_process("tansu", &format!(":{port}")).unwrap_or(-1);
+    BROKER_PID.store(pid, std::sync::atomic::Ordering::Relaxed);
+}
+
+static BROKER_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
 
 fn self_cpu_s() -> f64 {
     // SAFETY: getrusage writes into the zeroed struct we pass; no other memory is touched.
@@ -127,7 +141,9 @@ impl CpuMeter {
             start: std::time::Instant::now(),
             self_cpu: self_cpu_s(),
             busy: machine_busy_s(),
-            broker: find_process("tansu").map(|p| (p, process_cpu_s(p))),
+            broker: Some(BROKER_PID.load(std::sync::atomic::Ordering::Relaxed))
+                .filter(|p| *p > 0)
+                .map(|p| (p, process_cpu_s(p))),
         }
     }
 

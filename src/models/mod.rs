@@ -43,8 +43,8 @@ pub const METADATA_FILE: &str = "metadata.json";
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
     /// Metadata is not valid.
     #[error("model metadata {path} is invalid: {message}")]
     BadMetadata { path: PathBuf, message: String },
@@ -206,9 +206,9 @@ pub struct Listed {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
-    move |source| ModelError::Io {
+    move |error| ModelError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 
@@ -277,7 +277,7 @@ impl ModelStore {
         match std::fs::read_to_string(&path) {
             Ok(s) => Ok(Some(s)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(ModelError::Io { path, source }),
+            Err(error) => Err(ModelError::Io { path, error }),
         }
     }
 
@@ -301,7 +301,7 @@ impl ModelStore {
                     dir: self.dir.clone(),
                 })
             }
-            Err(source) => return Err(ModelError::Io { path, source }),
+            Err(error) => return Err(ModelError::Io { path, error }),
         };
         let meta: ModelMeta = serde_json::from_str(&text).map_err(|e| ModelError::BadMetadata {
             path: path.clone(),
@@ -447,7 +447,7 @@ impl ModelStore {
                 .filter(|v| valid_version_name(v))
                 .collect(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(source) => return Err(ModelError::Io { path: dir, source }),
+            Err(error) => return Err(ModelError::Io { path: dir, error }),
         };
         versions.sort_by_key(|v| (version_number(v).unwrap_or(u64::MAX), v.clone()));
         Ok(versions
@@ -512,7 +512,7 @@ impl ModelStore {
         match std::fs::read_to_string(&path) {
             Ok(s) => Ok(s.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(source) => Err(ModelError::Io { path, source }),
+            Err(error) => Err(ModelError::Io { path, error }),
         }
     }
 

@@ -287,3 +287,54 @@ pub fn stamp_epochs<'s, D: Clone + 'static>(stream: StreamVec<'s, u64, D>) -> St
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::{FeatureRecord, SourcePosition};
+    use chrono::{Duration, TimeZone};
+
+    #[test]
+    fn station_state_is_small_and_checkpointable_and_fallback_only_matches_observe() {
+        let size = std::mem::size_of::<StationForecastState>();
+        assert!(size < 2048, "per-station state is {size} bytes");
+        let params = ForecastParams {
+            interval: 0.9,
+            fallback: FallbackParams::default(),
+            models: ModelSource::fallback_only(),
+        };
+        let (mut a, mut b) = (StationForecastState::new(&params), StationForecastState::new(&params));
+        for h in 0..100 {
+            let end = Utc.with_ymd_and_hms(2013, 10, 1, 0, 0, 0).unwrap() + Duration::hours(h);
+            let t = 10.0 + (h as f64 / 4.0).sin();
+            let record = FeatureRecord {
+                station_id: "S".into(),
+                window_start: Some(end - Duration::hours(1)),
+                window_end: end,
+                count: 1,
+                temperature_mean: Some(t),
+                temperature_min: Some(t),
+                temperature_max: Some(t),
+                temperature_std: Some(0.0),
+                humidity_mean: Some(60.0),
+                pressure_mean: Some(1010.0 + h as f64 / 10.0),
+                wind_speed_mean: Some(3.0),
+                wind_speed_max: Some(4.0),
+                precipitation_sum: Some(0.0),
+            };
+            let acc = Accepted {
+                record,
+                source: SourcePosition { partition: 0, offset: h },
+            };
+            let (x, y) = (a.observe(acc.clone(), 0.9), b.observe_with(acc, 0.9, &Serving::default()));
+            assert_eq!(x, y);
+            let Forecasted::Made(f) = x else { panic!("not stale") };
+            assert_eq!(f.model, fallback::NAME);
+            assert!(f.anomaly_verdict.is_none());
+        }
+        let json = serde_json::to_string(&a).unwrap();
+        let back: StationForecastState = serde_json::from_str(&json).unwrap();
+        assert_eq!(serde_json::to_string(&back).unwrap(), json, "checkpoint round trip");
+        assert!(json.len() < 4096, "serialised state is {} bytes", json.len());
+    }
+}

@@ -211,6 +211,12 @@ impl<'s> AssignWatermarks<'s> for StreamVec<'s, u64, InputMessage> {
                     // epoch order from this worker's source).
                     if let Some(t) = cap.least().copied() {
                         snaps.take(Some(t), || clocks_json(&clocks));
+                        // Idle marks computed after this batch must not overtake it downstream.
+                        if let Some(h) = held.as_mut() {
+                            if *h.time() < t {
+                                h.downgrade(&t);
+                            }
+                        }
                     }
                     snaps.mark_dirty();
                     let mut session = output.session(&cap);
@@ -397,6 +403,13 @@ impl<'s> WindowFeatures<'s> for StreamVec<'s, u64, Stamped> {
                         snaps.take(Some(*entry.key()), || windows_json(&book));
                         snaps.mark_dirty();
                         let (cap, mut items) = entry.remove();
+                        // Windows flushed at the end of input go out at an epoch no earlier than
+                        // any window before them, so each station's windows stay in order downstream.
+                        if let Some(h) = held.as_mut() {
+                            if h.time() < cap.time() {
+                                h.downgrade(cap.time());
+                            }
+                        }
                         items.sort_by_key(Item::order);
                         let mut session = output.session(&cap);
                         for item in items {

@@ -33,13 +33,23 @@ pub struct StatusArgs {
 pub enum CommandError {
     /// Some processes did not answer.
     #[error("{down} of {total} process(es) down")]
-    Down { down: usize, total: usize },
+    Down {
+        /// Processes that did not answer.
+        down: usize,
+        /// Processes in the config.
+        total: usize,
+    },
     /// The config could not be loaded.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     /// librdkafka refused the client options.
     #[error("librdkafka refuses the {client} options: {message}")]
-    Client { client: &'static str, message: String },
+    Client {
+        /// `consumer` or `producer`.
+        client: &'static str,
+        /// librdkafka's reason.
+        message: String,
+    },
 }
 
 /// Prints the cluster's status; fails when a process is down.

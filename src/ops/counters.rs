@@ -232,7 +232,7 @@ pub struct OpsMetrics {
     pub checkpoint_write: Histogram,
     last_checkpoint: Mutex<Option<CheckpointInfo>>,
     workers: RwLock<BTreeMap<usize, Arc<WorkerLoad>>>,
-    lag_sampled: Mutex<HashMap<(usize, String), Instant>>,
+    lag_sampled: Mutex<HashMap<usize, HashMap<String, Instant>>>,
 }
 
 impl Default for OpsMetrics {
@@ -332,11 +332,12 @@ impl OpsMetrics {
         {
             let Ok(mut last) = self.lag_sampled.lock() else { return };
             let now = Instant::now();
-            match last.get_mut(&(worker, topic.to_string())) {
+            let mine = last.entry(worker).or_default();
+            match mine.get_mut(topic) {
                 Some(t) if now.duration_since(*t) < LAG_SAMPLE_EVERY => return,
                 Some(t) => *t = now,
                 None => {
-                    last.insert((worker, topic.to_string()), now);
+                    mine.insert(topic.to_string(), now);
                 }
             }
         }

@@ -28,10 +28,22 @@ const IO_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum HttpError {
     /// The listening socket could not be bound.
     #[error("binding HTTP to {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// A client request failed.
     #[error("GET http://{addr}{path}: {message}")]
-    Client { addr: String, path: String, message: String },
+    Client {
+        /// `host:port` asked.
+        addr: String,
+        /// Path asked for.
+        path: String,
+        /// What failed.
+        message: String,
+    },
 }
 
 /// A parsed request.

@@ -57,7 +57,12 @@ pub enum OpsError {
     Kafka(#[from] KafkaIoError),
     /// The endpoint file could not be written.
     #[error("recording the HTTP endpoint in {path}: {source}")]
-    Endpoint { path: String, source: std::io::Error },
+    Endpoint {
+        /// The endpoint file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// What the model store serves per kind, and when that was read.
@@ -170,8 +175,14 @@ impl OpsShared {
             let parts = m.ops.partitions();
             let lags: Vec<i64> = parts.iter().filter_map(|p| p.lag()).collect();
             let sum = |k: Option<counters::OutKind>| parts.iter().filter(|p| p.kind == k).map(|p| p.acked).sum();
-            let mut latency = m.ops.latencies().into_iter().map(|(_, h)| h).filter(|h| h.count > 0);
-            let first = latency.next();
+            // The stage's main output (predictions, features) is the topic with the most records.
+            let main = m
+                .ops
+                .latencies()
+                .into_iter()
+                .map(|(_, h)| h)
+                .filter(|h| h.count > 0)
+                .max_by_key(|h| h.count);
             stages.insert(
                 name.to_string(),
                 StageStatus {
@@ -182,8 +193,8 @@ impl OpsShared {
                     in_per_s: rate(name, |x| x.0),
                     out_per_s: rate(name, |x| x.1),
                     lag: (!lags.is_empty()).then(|| lags.iter().sum()),
-                    latency_p50_s: first.as_ref().and_then(|h| h.quantile(0.5)),
-                    latency_p99_s: first.as_ref().and_then(|h| h.quantile(0.99)),
+                    latency_p50_s: main.as_ref().and_then(|h| h.quantile(0.5)),
+                    latency_p99_s: main.as_ref().and_then(|h| h.quantile(0.99)),
                     partitions: parts,
                 },
             );

@@ -268,8 +268,8 @@ pub fn summarise(processes: Vec<ProcessEntry>) -> ClusterStatus {
 /// The status for people: one line per process, then the cluster's totals.
 pub fn format_human(c: &ClusterStatus) -> String {
     let mut out = format!(
-        "{:<7} {:<22} {:<5} {:>9} {:>11} {:>11} {:>9}  {}\n",
-        "process", "address", "state", "uptime", "in/s", "out/s", "lag", "last checkpoint"
+        "{:<7} {:<22} {:<5} {:>9} {:>11} {:>11} {:>9} {:>5}  {}\n",
+        "process", "address", "state", "uptime", "in/s", "out/s", "lag", "load", "last checkpoint"
     );
     for p in &c.processes {
         let addr = p.address.clone().unwrap_or_else(|| "-".into());
@@ -284,8 +284,14 @@ pub fn format_human(c: &ClusterStatus) -> String {
                 let in_s: f64 = s.stages.values().map(|st| st.in_per_s).sum();
                 let out_s: f64 = s.stages.values().map(|st| st.out_per_s).sum();
                 let stages: Vec<&str> = s.stages.keys().map(String::as_str).collect();
+                let loads: Vec<f64> = s.workers_load.iter().filter_map(|w| w.busy_ratio).collect();
+                let load = if loads.is_empty() {
+                    "?".to_string()
+                } else {
+                    format!("{:.0}%", 100.0 * loads.iter().sum::<f64>() / loads.len() as f64)
+                };
                 out.push_str(&format!(
-                    "{:<7} {:<22} {:<5} {:>9} {:>11.1} {:>11.1} {:>9}  {}  [{}]\n",
+                    "{:<7} {:<22} {:<5} {:>9} {:>11.1} {:>11.1} {:>9} {:>5}  {}  [{}]\n",
                     p.process,
                     addr,
                     "up",
@@ -293,6 +299,7 @@ pub fn format_human(c: &ClusterStatus) -> String {
                     in_s,
                     out_s,
                     lag,
+                    load,
                     checkpoint(&s.last_checkpoint),
                     stages.join(", ")
                 ));

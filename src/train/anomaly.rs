@@ -51,7 +51,7 @@ struct Row {
 fn robust_stats(rows: &[&Row]) -> RobustStats {
     let mut median = Vec::with_capacity(N_EVIDENCE);
     let mut scale = Vec::with_capacity(N_EVIDENCE);
-    for i in 0..N_EVIDENCE {
+    for (i, floor) in MIN_SCALE.iter().enumerate() {
         let v: Vec<f64> = rows
             .iter()
             .filter(|r| r.evidence.present[i])
@@ -61,7 +61,7 @@ fn robust_stats(rows: &[&Row]) -> RobustStats {
         let dev: Vec<f64> = v.iter().map(|x| (x - m).abs()).collect();
         let mad = quantile(&dev, 0.5).unwrap_or(0.0) * 1.4826;
         median.push(m);
-        scale.push(mad.max(MIN_SCALE[i]));
+        scale.push(mad.max(*floor));
     }
     RobustStats {
         n: rows.len() as u64,

@@ -18,9 +18,9 @@ use crate::observations::SourceFormat;
 #[derive(Debug, Subcommand)]
 pub enum TrainCommand {
     /// Train, calibrate and evaluate a temperature forecaster (one model per lead hour).
-    Forecast(TrainArgs),
+    Forecast(Box<TrainArgs>),
     /// Train and evaluate an anomaly model on normal data (with injected faults for the report).
-    Anomaly(TrainArgs),
+    Anomaly(Box<TrainArgs>),
 }
 
 /// Arguments shared by both training jobs.

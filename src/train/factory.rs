@@ -30,8 +30,8 @@ use crate::forecast::trained::{self as forecast_model, Linear, Regressor};
 #[derive(Debug, thiserror::Error)]
 pub enum FactoryError {
     /// The configuration file could not be read.
-    #[error("reading training config {path}: {source}")]
-    Io { path: std::path::PathBuf, source: std::io::Error },
+    #[error("reading training config {path}: {error}")]
+    Io { path: std::path::PathBuf, error: std::io::Error },
     /// The configuration is not valid TOML, has unknown keys or wrong types.
     #[error("training config: {0}")]
     Parse(String),
@@ -124,7 +124,7 @@ impl TrainConfig {
     /// (TOML values; bare words are strings), then validates.
     pub fn load(path: Option<&std::path::Path>, section: &str, model: Option<&str>, params: &[String]) -> Result<Self, FactoryError> {
         let text = match path {
-            Some(p) => std::fs::read_to_string(p).map_err(|source| FactoryError::Io { path: p.into(), source })?,
+            Some(p) => std::fs::read_to_string(p).map_err(|error| FactoryError::Io { path: p.into(), error })?,
             None => String::new(),
         };
         let mut doc: toml::Table = toml::from_str(&text).map_err(|e| FactoryError::Parse(e.to_string()))?;

@@ -382,7 +382,7 @@ pub fn train_forecast(o: &TrainOptions) -> Result<TrainOutcome, TrainError> {
         }
     });
     bar.finish("test period scored");
-    if pooled.model.count().iter().any(|&n| n == 0) {
+    if pooled.model.count().contains(&0) {
         return Err(TrainError::NotEnoughData(format!(
             "no scored forecast at some lead in the test period {}",
             o.periods.test

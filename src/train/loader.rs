@@ -33,8 +33,8 @@ use crate::observations::{load_file, LoadError, SourceFormat};
 #[derive(Debug, thiserror::Error)]
 pub enum LoadDataError {
     /// A file could not be read.
-    #[error("reading {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("reading {path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
     /// A line of a features file is not a valid feature record.
     #[error("{path}:{line}: not a valid feature record: {message}")]
     BadRecord { path: PathBuf, line: usize, message: String },
@@ -171,10 +171,7 @@ pub fn load(source: &DataSource) -> Result<Dataset, LoadDataError> {
 }
 
 fn load_features(path: &PathBuf) -> Result<Vec<FeatureRecord>, LoadDataError> {
-    let io = |source| LoadDataError::Io {
-        path: path.clone(),
-        source,
-    };
+    let io = |error| LoadDataError::Io { path: path.clone(), error };
     let file = std::fs::File::open(path).map_err(io)?;
     let mut out = Vec::new();
     for (i, line) in std::io::BufReader::new(file).lines().enumerate() {

@@ -174,10 +174,10 @@ pub struct TrainOutcome {
 
 /// Writes the files of a dry run to `dir`.
 pub(crate) fn write_report_dir(dir: &std::path::Path, files: &[(&str, Vec<u8>)]) -> Result<(), TrainError> {
-    std::fs::create_dir_all(dir).map_err(|source| ModelError::Io { path: dir.into(), source })?;
+    std::fs::create_dir_all(dir).map_err(|error| ModelError::Io { path: dir.into(), error })?;
     for (name, content) in files {
         let p = dir.join(name);
-        std::fs::write(&p, content).map_err(|source| ModelError::Io { path: p, source })?;
+        std::fs::write(&p, content).map_err(|error| ModelError::Io { path: p, error })?;
     }
     Ok(())
 }

@@ -94,7 +94,7 @@ impl Chart {
         let (mut y0, mut y1) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
         let (x0, x1) = if x0.is_finite() && x1 > x0 { (x0, x1) } else { (0.0, 1.0) };
         if !(y0.is_finite() && y1 > y0) {
-            (y0, y1) = (y0.min(0.0).max(-1.0), y0.max(1.0));
+            (y0, y1) = (y0.clamp(-1.0, 0.0), y0.max(1.0));
         }
         let pad = (y1 - y0) * 0.05;
         let (y0, y1) = (y0 - pad, y1 + pad);

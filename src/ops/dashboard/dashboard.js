@@ -59,7 +59,7 @@ async function refreshStations() {
     const tr = document.createElement("tr");
     tr.className = "station" + (s.station_id === selected ? " selected" : "");
     tr.appendChild(text("td", s.station_id, s.below_persistence ? "alert" : ""));
-    tr.appendChild(text("td", s.latest_origin ? s.latest_origin.replace("T", " ").replace(":00Z", "Z") : "-"));
+    tr.appendChild(text("td", s.latest_origin ? s.latest_origin.slice(5, 13).replace("T", " ") + "Z" : "-"));
     tr.appendChild(text("td", fmt(s.observed_temperature, 1)));
     tr.appendChild(text("td", fmt(s.mae, 2)));
     tr.appendChild(text("td", fmt(s.coverage, 2)));
