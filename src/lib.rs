@@ -26,6 +26,7 @@ pub mod observations;
 pub mod operators;
 pub mod ops;
 pub mod pipeline;
+pub mod prediction_json;
 pub mod produce;
 pub mod runner;
 pub mod tail;

@@ -5,7 +5,8 @@
 //!           ──> ScoreAnomalies ──> encode ──concat(dead letters)──> CountingSink (exchanged by output
 //!           partition, like KafkaSink; counts records and bytes)      on timely Config::process(W)
 //!  serde:   the same input bytes ──serde_json::from_slice::<FeatureRecord>──> (timed)
-//!           the same predictions ──serde_json::to_vec──> (timed)            one thread, nothing else
+//!           the same predictions ──prediction_json::encode──> (timed)   one thread, nothing else
+//!           (the serialiser the sink ships: serde_json's output of the rounded prediction, faster)
 //! ```
 //!
 //! The engine runs the real operators of `dataflows/inference.rs`; only the Kafka source and sink
@@ -187,7 +188,7 @@ pub struct SerdeRun {
     pub records: u64,
     /// Time parsing inputs (`serde_json::from_slice::<FeatureRecord>`), s.
     pub parse_seconds: f64,
-    /// Time serialising predictions (`serde_json::to_vec(&Prediction)`), s.
+    /// Time serialising predictions (`prediction_json::encode`, what the dataflow ships), s.
     pub serialise_seconds: f64,
     /// Serialised output bytes.
     pub output_bytes: u64,
@@ -224,7 +225,7 @@ pub fn serde_limit(data: &Dataset, chunk: usize) -> SerdeRun {
         parse += t.elapsed();
         let t = Instant::now();
         for pr in &outputs {
-            let v = serde_json::to_vec(black_box(pr)).unwrap_or_default();
+            let v = crate::prediction_json::encode(black_box(pr));
             bytes += v.len() as u64;
             black_box(v);
         }

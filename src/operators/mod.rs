@@ -152,8 +152,8 @@ pub fn encode(outcome: Outcome, source_topic: &str) -> OutRecord {
                 None => format!("{}@{}", p.station_id, p.window_end.timestamp()),
             },
             key: Some(p.station_id.as_bytes().to_vec()),
-            // Serialising our own types cannot fail (string keys, finite or null numbers).
-            payload: serde_json::to_vec(&p).unwrap_or_default(),
+            // Forecast numbers to 0.01 degC; byte for byte serde_json of the rounded prediction.
+            payload: crate::prediction_json::encode(&p),
             headers: Vec::new(),
         },
         Outcome::Stale(s) => {

@@ -1,0 +1,261 @@
+//! The JSON of a prediction on `weather-predictions`, written directly into one buffer.
+//!
+//! Encoding was the largest cost per record in the dataflow (profile in BENCHMARKS.md): a
+//! prediction is about 3.6 KB of JSON holding 72 forecast numbers, and `serde_json` formats each
+//! with the shortest round-trip representation of the full `f64` (up to 17 digits). A forecast
+//! temperature is published to **0.01 degC** (its errors are around 0.5-3 degC), which is both
+//! shorter on the wire and formattable as an integer number of hundredths.
+//!
+//! ```text
+//!   Prediction ──encode──> {"station_id":..,"window_end":..,"issued_at":..,"model":{..},"interval":..,
+//!                           "forecast":[{"lead_hours":1,"valid_at":..,"temperature":14.23,"lower":..,"upper":..},..],
+//!                           "anomaly":{..},"observed_temperature":..,"source":{..}}
+//!   forecast temperature/lower/upper: round to hundredths ──> integer digits (no float formatting)
+//!   everything else: exactly what serde_json writes (strings escaped by serde_json, other floats by ryu)
+//! ```
+//!
+//! The output is byte for byte `serde_json::to_vec` of [`rounded`]`(p)`: same field order, same
+//! number text, `null` for missing or non-finite numbers (tests below check it on random inputs).
+
+use chrono::{DateTime, Utc};
+
+use crate::contract::{Prediction, SourcePosition};
+
+/// A forecast number as published: rounded to 0.01 (and never `-0.0`).
+pub fn round_centi(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0 + 0.0
+}
+
+/// `p` with its forecast numbers as published (what a consumer decodes from [`encode`]).
+pub fn rounded(p: &Prediction) -> Prediction {
+    let mut p = p.clone();
+    for f in &mut p.forecast {
+        for v in [&mut f.temperature, &mut f.lower, &mut f.upper] {
+            *v = v.filter(|x| x.is_finite()).map(round_centi);
+        }
+    }
+    p
+}
+
+/// The prediction's JSON.
+pub fn encode(p: &Prediction) -> Vec<u8> {
+    let mut o = Vec::with_capacity(320 + 112 * p.forecast.len());
+    o.extend_from_slice(b"{\"station_id\":");
+    string(&mut o, &p.station_id);
+    o.extend_from_slice(b",\"window_end\":");
+    time(&mut o, &p.window_end);
+    o.extend_from_slice(b",\"issued_at\":");
+    time(&mut o, &p.issued_at);
+    o.extend_from_slice(b",\"model\":{\"forecast\":");
+    string(&mut o, &p.model.forecast);
+    o.extend_from_slice(b",\"anomaly\":");
+    string(&mut o, &p.model.anomaly);
+    o.extend_from_slice(b"},\"interval\":");
+    float(&mut o, p.interval);
+    o.extend_from_slice(b",\"forecast\":[");
+    for (i, f) in p.forecast.iter().enumerate() {
+        if i > 0 {
+            o.push(b',');
+        }
+        o.extend_from_slice(b"{\"lead_hours\":");
+        integer(&mut o, f.lead_hours as u64);
+        o.extend_from_slice(b",\"valid_at\":");
+        time(&mut o, &f.valid_at);
+        o.extend_from_slice(b",\"temperature\":");
+        centi(&mut o, f.temperature);
+        o.extend_from_slice(b",\"lower\":");
+        centi(&mut o, f.lower);
+        o.extend_from_slice(b",\"upper\":");
+        centi(&mut o, f.upper);
+        o.push(b'}');
+    }
+    o.extend_from_slice(b"],\"anomaly\":{\"score\":");
+    float(&mut o, p.anomaly.score);
+    o.extend_from_slice(if p.anomaly.is_anomaly {
+        b",\"is_anomaly\":true"
+    } else {
+        b",\"is_anomaly\":false"
+    });
+    o.extend_from_slice(b",\"reasons\":[");
+    for (i, r) in p.anomaly.reasons.iter().enumerate() {
+        if i > 0 {
+            o.push(b',');
+        }
+        string(&mut o, r);
+    }
+    o.extend_from_slice(b"]},\"observed_temperature\":");
+    match p.observed_temperature {
+        Some(x) => float(&mut o, x),
+        None => o.extend_from_slice(b"null"),
+    }
+    if let Some(SourcePosition { partition, offset }) = p.source {
+        o.extend_from_slice(b",\"source\":{\"partition\":");
+        signed(&mut o, partition as i64);
+        o.extend_from_slice(b",\"offset\":");
+        signed(&mut o, offset);
+        o.push(b'}');
+    }
+    o.push(b'}');
+    o
+}
+
+fn string(o: &mut Vec<u8>, s: &str) {
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *o, s);
+}
+
+fn float(o: &mut Vec<u8>, x: f64) {
+    // serde_json writes non-finite numbers as null.
+    let _ = serde_json::to_writer(&mut *o, &x);
+}
+
+fn time(o: &mut Vec<u8>, t: &DateTime<Utc>) {
+    let mut buf = [0u8; 30];
+    match crate::utc_json::format(t, &mut buf) {
+        Some(n) => {
+            o.push(b'"');
+            o.extend_from_slice(&buf[..n]);
+            o.push(b'"');
+        }
+        None => {
+            let _ = serde_json::to_writer(&mut *o, t);
+        }
+    }
+}
+
+fn integer(o: &mut Vec<u8>, mut v: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    o.extend_from_slice(&buf[i..]);
+}
+
+fn signed(o: &mut Vec<u8>, v: i64) {
+    if v < 0 {
+        o.push(b'-');
+    }
+    integer(o, v.unsigned_abs());
+}
+
+/// A forecast number in hundredths, as ryu writes the rounded value: `14.23`, `14.2`, `14.0`,
+/// `-0.05`, `0.0`.
+fn centi(o: &mut Vec<u8>, x: Option<f64>) {
+    let Some(v) = x.filter(|v| v.is_finite()) else {
+        o.extend_from_slice(b"null");
+        return;
+    };
+    if v.abs() >= 1e12 {
+        // Beyond any temperature; keep the general path (ryu) for exactness.
+        return float(o, round_centi(v));
+    }
+    let k = (v * 100.0).round() as i64;
+    if k < 0 {
+        o.push(b'-');
+    }
+    let k = k.unsigned_abs();
+    integer(o, k / 100);
+    o.push(b'.');
+    let frac = k % 100;
+    o.push(b'0' + (frac / 10) as u8);
+    if frac % 10 != 0 {
+        o.push(b'0' + (frac % 10) as u8);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::{Anomaly, ForecastPoint, ModelNames};
+    use chrono::TimeZone;
+
+    fn xorshift(x: &mut u64) -> u64 {
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        *x
+    }
+
+    fn number(x: &mut u64) -> Option<f64> {
+        let r = xorshift(x);
+        match r % 23 {
+            0 => None,
+            1 => Some(f64::NAN),
+            2 => Some(-0.001),
+            3 => Some(0.0),
+            4 => Some(((r >> 8) % 4000) as f64 / 100.0 - 20.0),
+            5 => Some(-0.005),
+            6 => Some(0.125),
+            7 => Some(1e13 + 0.37),
+            _ => Some(((r >> 11) as f64 / (1u64 << 53) as f64) * 120.0 - 60.0),
+        }
+    }
+
+    fn random(seed: u64) -> Prediction {
+        let mut x = seed | 1;
+        let t0 = Utc.with_ymd_and_hms(2013, 10, 1, 12, 0, 0).unwrap();
+        Prediction {
+            station_id: ["JFK", "st\"a\\tion\n", "Zürich-Ø"][(seed % 3) as usize].into(),
+            window_end: t0 + chrono::Duration::hours((seed % 1000) as i64),
+            issued_at: t0 + chrono::Duration::nanoseconds((xorshift(&mut x) % 1_000_000_000_000) as i64),
+            model: ModelNames {
+                forecast: "ridge-per-lead/v1".into(),
+                anomaly: "rules/v1".into(),
+            },
+            interval: [0.9, 0.5, 0.99][(seed % 3) as usize],
+            forecast: (1..=24)
+                .map(|h| ForecastPoint {
+                    lead_hours: h,
+                    valid_at: t0 + chrono::Duration::hours(h as i64),
+                    temperature: number(&mut x),
+                    lower: number(&mut x),
+                    upper: number(&mut x),
+                })
+                .collect(),
+            anomaly: Anomaly {
+                score: (xorshift(&mut x) % 1000) as f64 / 997.0,
+                is_anomaly: seed % 2 == 0,
+                reasons: (0..seed % 3).map(|i| format!("reason {i}: \"quoted\"")).collect(),
+            },
+            observed_temperature: number(&mut x).filter(|v| v.is_finite()),
+            source: (seed % 4 != 0).then_some(SourcePosition {
+                partition: (seed % 7) as i32,
+                offset: (seed * 7919) as i64,
+            }),
+        }
+    }
+
+    #[test]
+    fn byte_for_byte_serde_of_the_rounded_prediction() {
+        for seed in 0..3000u64 {
+            let p = random(seed);
+            let ours = encode(&p);
+            let reference = serde_json::to_vec(&rounded(&p)).unwrap();
+            assert_eq!(String::from_utf8_lossy(&ours), String::from_utf8_lossy(&reference), "seed {seed}");
+            let back: Prediction = serde_json::from_slice(&ours).unwrap();
+            assert_eq!(back, rounded(&p), "seed {seed}: decodes to the published values");
+        }
+    }
+
+    #[test]
+    fn hundredths_as_written() {
+        let text = |v: f64| {
+            let mut o = Vec::new();
+            centi(&mut o, Some(v));
+            String::from_utf8(o).unwrap()
+        };
+        assert_eq!(text(14.234), "14.23");
+        assert_eq!(text(14.2), "14.2");
+        assert_eq!(text(14.0), "14.0");
+        assert_eq!(text(-0.05), "-0.05");
+        assert_eq!(text(-0.004), "0.0");
+        assert_eq!(text(-12.999), "-13.0");
+        assert_eq!(round_centi(-0.004).to_bits(), 0.0f64.to_bits());
+    }
+}
