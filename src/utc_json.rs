@@ -22,19 +22,21 @@ fn two(b: &mut [u8], at: usize, v: u32) {
 /// Writes `t` into `buf` as chrono's serialiser would; returns the length, or `None` for the
 /// cases left to chrono (years outside 0..=9999, leap seconds).
 pub fn format(t: &DateTime<Utc>, buf: &mut [u8; 30]) -> Option<usize> {
-    let year = t.year();
-    let nano = t.nanosecond();
+    // One conversion to the calendar; DateTime<Utc>'s own accessors convert on every call.
+    let n = t.naive_utc();
+    let year = n.year();
+    let nano = n.nanosecond();
     if !(0..=9999).contains(&year) || nano >= 1_000_000_000 {
         return None;
     }
     buf[..20].copy_from_slice(b"0000-00-00T00:00:00Z");
     two(buf, 0, year as u32 / 100);
     two(buf, 2, year as u32 % 100);
-    two(buf, 5, t.month());
-    two(buf, 8, t.day());
-    two(buf, 11, t.hour());
-    two(buf, 14, t.minute());
-    two(buf, 17, t.second());
+    two(buf, 5, n.month());
+    two(buf, 8, n.day());
+    two(buf, 11, n.hour());
+    two(buf, 14, n.minute());
+    two(buf, 17, n.second());
     let (digits, mut frac) = match nano {
         0 => return Some(20),
         n if n % 1_000_000 == 0 => (3, n / 1_000_000),

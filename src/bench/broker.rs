@@ -8,7 +8,8 @@
 //!                    same key, the sink's partition fnv1a(key) mod 4, an id header of the sink's length) ──> wait for every ack
 //!                    no parsing, no compute
 //!   weatherflow (runner in-process, W workers, --until-end), checkpointing on / off
-//!   rate: records / (last output acknowledged - first record read), sampled every ms; the time
+//!   rate: records / (last output acknowledged - first record read), sampled every ms; steady rate:
+//!   80 % of the records / (90 % acknowledged - 10 % acknowledged), the same for every job; the time
 //!   to the first acknowledgement is kept too: it shows start-up skew (with checkpoints each worker
 //!   reads back its output partitions before it starts, while the others may already read)
 //!   consume-only: read the input to its end;  produce-only: the outputs' bytes, acknowledged
@@ -51,6 +52,8 @@ pub struct BrokerRun {
     pub seconds: f64,
     /// Records per second over `seconds`.
     pub rate: f64,
+    /// Records per second from 10 % to 90 % of the outputs acknowledged (NaN where not sampled).
+    pub steady_rate: f64,
     /// From the first record read to the first output acknowledged, s (start-up skew between
     /// workers shows here).
     pub first_ack_s: f64,
@@ -77,10 +80,13 @@ pub struct AckCounter {
     pub shared: Option<Arc<AtomicU64>>,
 }
 
-/// When a count of acknowledged outputs first became non-zero and when it reached its total.
+/// When a count of acknowledged outputs first became non-zero, passed 10 % and 90 % of its
+/// total, and reached it.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Progress {
     first: Option<Instant>,
+    p10: Option<Instant>,
+    p90: Option<Instant>,
     done: Option<Instant>,
 }
 
@@ -91,8 +97,23 @@ impl Progress {
         if self.first.is_none() && acked > 0 {
             self.first = Some(now);
         }
+        if self.p10.is_none() && acked * 10 >= total {
+            self.p10 = Some(now);
+        }
+        if self.p90.is_none() && acked * 10 >= total * 9 {
+            self.p90 = Some(now);
+        }
         if self.done.is_none() && acked >= total {
             self.done = Some(now);
+        }
+    }
+
+    /// Steady-state rate: 80 % of `total` over the time from 10 % to 90 % acknowledged, records/s
+    /// (start-up skew between workers and the tail of the run left out, for every job alike).
+    pub fn steady_rate(&self, total: u64) -> f64 {
+        match (self.p10, self.p90) {
+            (Some(a), Some(b)) if b > a => 0.8 * total as f64 / (b - a).as_secs_f64(),
+            _ => f64::NAN,
         }
     }
 
@@ -281,6 +302,7 @@ pub fn passthrough(s: &Settings, input: &str, output: &str, sizes: &Arc<Vec<Vec<
         records,
         seconds,
         rate: records as f64 / seconds,
+        steady_rate: progress.steady_rate(records),
         first_ack_s: progress.first_after(first),
         wall_seconds: wall.elapsed().as_secs_f64(),
         checkpoints: 0,
@@ -418,6 +440,7 @@ pub fn weatherflow(s: &Settings, expected: u64) -> Result<BrokerRun, String> {
         records: expected,
         seconds,
         rate: expected as f64 / seconds,
+        steady_rate: progress.steady_rate(expected),
         first_ack_s: progress.first_after(first),
         wall_seconds: wall.elapsed().as_secs_f64(),
         checkpoints: snap.checkpoints,
@@ -460,6 +483,7 @@ pub fn consume_only(s: &Settings, topic: &str, partitions: usize) -> Result<Brok
         records: n,
         seconds,
         rate: n as f64 / seconds,
+        steady_rate: f64::NAN,
         first_ack_s: f64::NAN,
         wall_seconds: wall.elapsed().as_secs_f64(),
         checkpoints: 0,
@@ -512,6 +536,7 @@ pub fn produce_only(s: &Settings, data: &Dataset, sizes: &[Vec<u32>], topic: &st
         records: sent,
         seconds,
         rate: sent as f64 / seconds,
+        steady_rate: f64::NAN,
         first_ack_s: f64::NAN,
         wall_seconds: wall.elapsed().as_secs_f64(),
         checkpoints: 0,

@@ -172,6 +172,11 @@ impl E2eSection {
     pub fn median(&self, job: &str) -> f64 {
         median(&self.runs.iter().filter(|r| r.job == job).map(|r| r.rate).collect::<Vec<_>>())
     }
+
+    /// Median steady-state rate (10 % to 90 % acknowledged) of `job`, records/s.
+    pub fn median_steady(&self, job: &str) -> f64 {
+        median(&self.runs.iter().filter(|r| r.job == job).map(|r| r.steady_rate).collect::<Vec<_>>())
+    }
 }
 
 /// One target of issue 7.
@@ -271,6 +276,23 @@ impl Report {
         };
         push("end-to-end with checkpoints / passthrough", ">= 0.8", wfc / pass, |x| x >= 0.8);
         push("end-to-end without checkpoints / passthrough", ">= 0.8", wf / pass, |x| x >= 0.8);
+        let (spass, swf, swfc) = match &self.e2e {
+            Some(e) => (
+                e.median_steady("passthrough"),
+                e.median_steady("weatherflow"),
+                e.median_steady("weatherflow+checkpoints"),
+            ),
+            None => (f64::NAN, f64::NAN, f64::NAN),
+        };
+        push(
+            "  the same, steady state (10-90 % acked), with checkpoints",
+            ">= 0.8",
+            swfc / spass,
+            |x| x >= 0.8,
+        );
+        push("  the same, steady state (10-90 % acked), without", ">= 0.8", swf / spass, |x| {
+            x >= 0.8
+        });
         for epoch in self.latency.iter().map(|l| l.epoch_ms).collect::<std::collections::BTreeSet<_>>() {
             let p99 = median(
                 &self
@@ -420,11 +442,14 @@ impl Report {
                 let rate = e.median(job);
                 let runs: Vec<&BrokerRun> = e.runs.iter().filter(|r| r.job == job).collect();
                 let med = |f: fn(&BrokerRun) -> f64| median(&runs.iter().map(|r| f(r)).collect::<Vec<_>>());
+                let steady = e.median_steady(job);
                 let _ = writeln!(
                     o,
-                    "{job:<24} {rate:>9.0} rec/s  = {:.2} x passthrough  runs: {}  first ack after {:.2} s  | our CPU {:.1} us/rec, broker {:.2} cores, others {:.2} cores",
+                    "{job:<24} {rate:>9.0} rec/s  = {:.2} x passthrough  runs: {}  steady {steady:.0} rec/s = {:.2} x  runs: {}  first ack after {:.2} s  | our CPU {:.1} us/rec, broker {:.2} cores, others {:.2} cores",
                     rate / pass,
                     list(runs.iter().map(|r| r.rate)),
+                    steady / e.median_steady("passthrough"),
+                    list(runs.iter().map(|r| r.steady_rate)),
                     med(|r| r.first_ack_s),
                     med(|r| r.cpu.self_cpu_s * 1e6 / r.records as f64),
                     med(|r| r.cpu.broker_cores),
