@@ -29,6 +29,7 @@ pub mod pipeline;
 pub mod prediction_json;
 pub mod produce;
 pub mod runner;
+pub mod stage;
 pub mod tail;
 pub mod train;
 pub mod utc_json;

@@ -29,14 +29,14 @@ use crate::config::{Settings, Stage};
 use crate::dataflows::features::{self, FeaturesParts};
 use crate::features::event_time::WindowSpec;
 use crate::kafka::assign::station_hash;
-use crate::kafka::sink::{self, delivery_producer, OutTopic, SinkParts, SinkProgress, SinkTopics};
-use crate::kafka::source::{epoch_now, Gate, PartitionReader};
-use crate::kafka::{self, KafkaIoError, KafkaSourceSpec};
+use crate::kafka::sink::OutTopic;
+use crate::kafka::source::PartitionReader;
+use crate::kafka::KafkaIoError;
 use crate::metrics::Metrics;
 use crate::operators::keyed::{OperatorCheckpoint, SnapshotBook};
 use crate::operators::window::WindowParams;
 use crate::operators::window::{CLOCKS_OPERATOR, WINDOWS_OPERATOR};
-use std::collections::BTreeMap;
+use crate::stage::{StageIo, StageSpec};
 use std::path::PathBuf;
 
 /// Topics process 0 creates for the configured stages.
@@ -207,46 +207,18 @@ fn features_parts(
         }
     }
     let execution = restored.as_ref().map(|r| r.id.execution + 1).unwrap_or(1);
-    let consumer = kafka::consumer(&s.kafka.brokers, &s.kafka.group_id, &s.consumer_options())?;
-    let wait = Duration::from_secs(60);
-    let partitions = kafka::wait_for_topic(&consumer, &s.kafka.brokers, &t.raw, wait)?;
-    let mut topics = SinkTopics::default();
-    for (kind, name) in [
-        (OutTopic::Features, &t.features),
-        (OutTopic::Dlq, &t.raw_dlq),
-        (OutTopic::Late, &t.late),
-    ] {
-        let n = kafka::wait_for_topic(&consumer, &s.kafka.brokers, name, wait)?;
-        topics = topics.with(kind, name, n as i32);
-    }
-    let restored_inputs = restored.as_ref().map(|r| r.inputs(&t.raw)).unwrap_or_default();
-    let reader = PartitionReader::new(consumer, &t.raw, partitions, index, peers, s.source.start, restored_inputs)?;
-
-    // Output partitions this worker writes; ids published after the checkpoint are read back.
-    let mut base: BTreeMap<String, BTreeMap<i32, i64>> = BTreeMap::new();
-    let mut scan: Vec<(String, i32, i64)> = Vec::new();
-    for (_, name, p) in topics.owned(index, peers) {
-        let from = restored.as_ref().and_then(|r| r.outputs(&name).get(&p).copied());
-        if let Some(o) = from {
-            base.entry(name.clone()).or_default().insert(p, o);
-        }
-        scan.push((name, p, from.unwrap_or(0)));
-    }
-    let (lineage, published) = if ckpt {
-        let lineage = crate::runner::wait_for_lineage(&dir)?;
-        let readback = kafka::consumer(
-            &s.kafka.brokers,
-            &format!("{}-features-readback", s.kafka.group_id),
-            &s.consumer_options(),
-        )?;
-        let ids = sink::published_ids(&readback, &lineage, &scan, Duration::from_secs(300))?;
-        (lineage, ids)
-    } else {
-        ("unchecked".to_string(), Default::default())
+    let spec = StageSpec {
+        name: "features",
+        input: &t.raw,
+        outputs: vec![
+            (OutTopic::Features, &t.features),
+            (OutTopic::Dlq, &t.raw_dlq),
+            (OutTopic::Late, &t.late),
+        ],
+        checkpoint_dir: dir.clone(),
+        readback_group: format!("{}-features-readback", s.kafka.group_id),
     };
-    let producer = delivery_producer(&s.kafka.brokers, &s.producer_options())?;
-    let progress = Rc::new(RefCell::new(SinkProgress::restored(base)));
-    let reader = Rc::new(RefCell::new(reader));
+    let io = StageIo::connect(s, &spec, index, peers, restored.as_ref(), shutdown, metrics)?;
 
     let every = s.checkpoint_every_epochs();
     let err = |e: checkpoint::CheckpointError| KafkaIoError::Restore(e.to_string());
@@ -275,55 +247,19 @@ fn features_parts(
         book: ckpt.then(|| windows_book.clone()),
         every,
     };
-    let gate = if ckpt {
-        Gate(Rc::new(std::cell::Cell::new(
-            epoch_now(s.dataflow.epoch_ms) + s.checkpoint_lead_epochs(),
-        )))
-    } else {
-        Gate::open()
-    };
-    let checkpointer = ckpt.then(|| Checkpointer {
-        dir: dir.clone(),
-        worker: index,
-        peers,
-        execution,
-        every,
-        lead: s.checkpoint_lead_epochs(),
-        retain: s.checkpoint.retain,
-        input_topic: t.raw.clone(),
-        reader: reader.clone(),
-        books: vec![(CLOCKS_OPERATOR, clocks_book.clone()), (WINDOWS_OPERATOR, windows_book.clone())],
-        progress: progress.clone(),
-        gate: gate.clone(),
-        metrics: metrics.clone(),
-        last: 0,
-    });
+    let books = vec![(CLOCKS_OPERATOR, clocks_book), (WINDOWS_OPERATOR, windows_book)];
+    let checkpointer = io.checkpointer(s, &spec, index, peers, execution, books, metrics);
     let parts = FeaturesParts {
-        source: KafkaSourceSpec {
-            topic: t.raw.clone(),
-            max_poll_records: s.source.max_poll_records,
-            start: s.source.start,
-            stop_at_end: s.source.stop_at_end,
-            epoch_ms: s.dataflow.epoch_ms,
-            metadata_refresh: Duration::from_millis(s.source.metadata_refresh_ms),
-            shutdown: shutdown.clone(),
-        },
-        reader,
-        gate,
+        source: io.source,
+        reader: io.reader,
+        gate: io.gate,
         checkpointing: ckpt,
         clocks,
         windows,
         // A batch run (--until-end) completes every window; a streaming stop keeps open windows
         // in the final checkpoint (without checkpoints they would be lost, so they are emitted).
         flush_at_end: s.source.stop_at_end || !ckpt,
-        sink: SinkParts {
-            lineage,
-            producer,
-            topics,
-            published,
-            progress,
-            metrics: metrics.clone(),
-        },
+        sink: io.sink,
         window: window_params(s),
         metrics: metrics.clone(),
     };

@@ -17,7 +17,6 @@
 //! hangs), and a restarted cluster resumes from the last complete checkpoint.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -30,13 +29,14 @@ use crate::config::Settings;
 use crate::dataflows::inference::{self, InferenceParts};
 use crate::forecast::fallback::FallbackParams;
 use crate::kafka::assign::station_hash;
-use crate::kafka::sink::{self, delivery_producer, OutTopic, SinkParts, SinkProgress, SinkTopics};
-use crate::kafka::source::{epoch_now, Gate, PartitionReader};
-use crate::kafka::{self, KafkaIoError, KafkaSourceSpec};
+use crate::kafka::sink::OutTopic;
+use crate::kafka::source::PartitionReader;
+use crate::kafka::{self, KafkaIoError};
 use crate::metrics::{Metrics, Snapshot};
 use crate::models::ModelStore;
 use crate::operators::keyed::{KeyedCheckpoint, SnapshotBook};
 use crate::operators::{anomaly, forecast::ForecastParams, forecast::OPERATOR_NAME as FORECAST_OP};
+use crate::stage::{StageIo, StageSpec};
 
 /// Errors running a process.
 #[derive(Debug, thiserror::Error)]
@@ -253,58 +253,15 @@ fn build_worker_parts(
     execution: u64,
 ) -> Result<WorkerParts, KafkaIoError> {
     let ckpt = s.checkpoint.enabled;
-    let consumer = kafka::consumer(&s.kafka.brokers, &s.kafka.group_id, &s.consumer_options())?;
-    let wait = Duration::from_secs(60);
-    let partitions = kafka::wait_for_topic(&consumer, &s.kafka.brokers, &s.topics.features, wait)?;
-    let out_predictions = kafka::wait_for_topic(&consumer, &s.kafka.brokers, &s.topics.predictions, wait)?;
-    let out_dlq = kafka::wait_for_topic(&consumer, &s.kafka.brokers, &s.topics.dlq, wait)?;
-    let restored_inputs = restored.map(|r| r.inputs(&s.topics.features)).unwrap_or_default();
-    let reader = PartitionReader::new(
-        consumer,
-        &s.topics.features,
-        partitions,
-        index,
-        peers,
-        s.source.start,
-        restored_inputs,
-    )?;
-    let topics = SinkTopics::default()
-        .with(OutTopic::Predictions, &s.topics.predictions, out_predictions as i32)
-        .with(OutTopic::Dlq, &s.topics.dlq, out_dlq as i32);
-
-    // Output partitions this worker writes, and where records newer than the checkpoint may be.
-    let mut base: BTreeMap<String, BTreeMap<i32, i64>> = BTreeMap::new();
-    let mut scan: Vec<(String, i32, i64)> = Vec::new();
-    for (_, name, p) in topics.owned(index, peers) {
-        let from = restored.and_then(|r| r.outputs(&name).get(&p).copied());
-        if let Some(o) = from {
-            base.entry(name.clone()).or_default().insert(p, o);
-        }
-        scan.push((name, p, from.unwrap_or(0)));
-    }
-    let lineage = if ckpt {
-        wait_for_lineage(&inference_dir(s))?
-    } else {
-        "unchecked".to_string()
+    let spec = StageSpec {
+        name: "inference",
+        input: &s.topics.features,
+        outputs: vec![(OutTopic::Predictions, &s.topics.predictions), (OutTopic::Dlq, &s.topics.dlq)],
+        checkpoint_dir: inference_dir(s),
+        readback_group: format!("{}-readback", s.kafka.group_id),
     };
-    let published = if ckpt {
-        let readback = kafka::consumer(&s.kafka.brokers, &format!("{}-readback", s.kafka.group_id), &s.consumer_options())?;
-        let ids = sink::published_ids(&readback, &lineage, &scan, Duration::from_secs(300))?;
-        if !ids.is_empty() {
-            tracing::info!(
-                worker = index,
-                outputs = ids.len(),
-                "outputs published after the checkpoint will not be produced again"
-            );
-        }
-        ids
-    } else {
-        Default::default()
-    };
-    let producer = delivery_producer(&s.kafka.brokers, &s.producer_options())?;
-    let progress = Rc::new(RefCell::new(SinkProgress::restored(base)));
-    tracing::info!(worker = index, partitions = ?reader.partitions(), "worker ready");
-    let reader = Rc::new(RefCell::new(reader));
+    let io = StageIo::connect(s, &spec, index, peers, restored, shutdown, metrics)?;
+    tracing::info!(worker = index, partitions = ?io.reader.borrow().partitions(), "worker ready");
 
     let every = s.checkpoint_every_epochs();
     let mine = |station: &str| station_hash(station) % peers as u64 == index as u64;
@@ -329,51 +286,15 @@ fn build_worker_parts(
         book: ckpt.then(|| anomaly_book.clone()),
         every,
     };
-    let gate = if ckpt {
-        Gate(Rc::new(std::cell::Cell::new(
-            epoch_now(s.dataflow.epoch_ms) + s.checkpoint_lead_epochs(),
-        )))
-    } else {
-        Gate::open()
-    };
-    let checkpointer = ckpt.then(|| Checkpointer {
-        dir: inference_dir(s),
-        worker: index,
-        peers,
-        execution,
-        every,
-        lead: s.checkpoint_lead_epochs(),
-        retain: s.checkpoint.retain,
-        input_topic: s.topics.features.clone(),
-        reader: reader.clone(),
-        books: vec![(FORECAST_OP, forecast_book.clone()), (anomaly::OPERATOR_NAME, anomaly_book.clone())],
-        progress: progress.clone(),
-        gate: gate.clone(),
-        metrics: metrics.clone(),
-        last: 0,
-    });
-    let reader_handle = reader.clone();
+    let books = vec![(FORECAST_OP, forecast_book), (anomaly::OPERATOR_NAME, anomaly_book)];
+    let checkpointer = io.checkpointer(s, &spec, index, peers, execution, books, metrics);
+    let reader_handle = io.reader.clone();
     let parts = InferenceParts {
-        source: KafkaSourceSpec {
-            topic: s.topics.features.clone(),
-            max_poll_records: s.source.max_poll_records,
-            start: s.source.start,
-            stop_at_end: s.source.stop_at_end,
-            epoch_ms: s.dataflow.epoch_ms,
-            metadata_refresh: Duration::from_millis(s.source.metadata_refresh_ms),
-            shutdown: shutdown.clone(),
-        },
-        reader,
-        gate,
+        source: io.source,
+        reader: io.reader,
+        gate: io.gate,
         checkpointing: ckpt,
-        sink: SinkParts {
-            lineage,
-            producer,
-            topics,
-            published,
-            progress,
-            metrics: metrics.clone(),
-        },
+        sink: io.sink,
         forecast: ForecastParams {
             interval: s.models.interval,
             fallback: FallbackParams::default(),
