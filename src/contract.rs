@@ -260,7 +260,8 @@ fn explain_parse_error(bytes: &[u8], err: &serde_json::Error) -> Rejection {
     Rejection::new(RejectKind::WrongType, err.to_string())
 }
 
-fn type_name(v: &serde_json::Value) -> String {
+/// How a JSON value appears in a rejection reason (strings shortened).
+pub(crate) fn type_name(v: &serde_json::Value) -> String {
     match v {
         serde_json::Value::Null => "null".into(),
         serde_json::Value::Bool(b) => format!("boolean {b}"),
@@ -271,7 +272,8 @@ fn type_name(v: &serde_json::Value) -> String {
     }
 }
 
-fn truncate(s: &str, n: usize) -> &str {
+/// The first `n` characters of `s`.
+pub(crate) fn truncate(s: &str, n: usize) -> &str {
     match s.char_indices().nth(n) {
         Some((i, _)) => &s[..i],
         None => s,

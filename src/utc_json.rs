@@ -1,7 +1,7 @@
 //! Fast serialisation of UTC timestamps in the JSON contracts, byte for byte what chrono's own
 //! `Serialize` writes (RFC 3339, `Z`, a fraction of 3, 6 or 9 digits only when needed), without
 //! chrono's `fmt` machinery: a prediction carries 26 timestamps, and formatting them through
-//! `collect_str` was about a third of the cost of serialising it (see BENCHMARKS.md).
+//! `collect_str` was a large share of the cost of serialising one (profiled while writing this).
 //!
 //! ```text
 //!   DateTime<Utc> ──year in 0..=9999, no leap second──> "2013-10-01T13:00:00Z" (fixed-size buffer) ──> serialize_str

@@ -11,11 +11,7 @@
 
 use std::collections::HashMap;
 
-use chrono::Utc;
-
-use crate::anomaly::rules::{self, AnomalyParams, StationAnomaly};
-use crate::anomaly::trained;
-use crate::contract::{ModelNames, Prediction};
+use crate::anomaly::rules::{AnomalyParams, StationAnomaly};
 use crate::models::serving::Serving;
 use crate::operators::forecast::{ForecastParams, StationForecastState};
 use crate::operators::{Accepted, Forecasted, Outcome};
@@ -69,24 +65,7 @@ impl Sequential {
         let Some(state) = self.anomaly.get_mut(&f.record.station_id) else {
             unreachable!("inserted above")
         };
-        let anomaly = trained::combine(state.assess(&f.record, f.expected), f.anomaly_verdict.as_ref());
-        Outcome::Predicted(Prediction {
-            observed_temperature: f.record.temperature_mean,
-            station_id: f.record.station_id,
-            window_end: f.record.window_end,
-            issued_at: Utc::now(),
-            model: ModelNames {
-                forecast: f.model,
-                anomaly: match &f.anomaly_verdict {
-                    Some(v) => format!("{}+{}", v.model, rules::NAME),
-                    None => rules::NAME.to_string(),
-                },
-            },
-            interval: self.params.interval,
-            forecast: f.points,
-            anomaly,
-            source: Some(f.source),
-        })
+        Outcome::Predicted(crate::operators::anomaly::complete(state, f, self.params.interval))
     }
 }
 

@@ -29,7 +29,7 @@
 use chrono::{DateTime, Utc};
 
 use super::Observation;
-use crate::contract::{RejectKind, Rejection, MAX_STATION_ID};
+use crate::contract::{truncate, type_name, RejectKind, Rejection, MAX_STATION_ID};
 
 const NUMERIC: [&str; 5] = ["temperature", "humidity", "pressure", "wind_speed", "precipitation"];
 
@@ -109,7 +109,7 @@ fn explain(bytes: &[u8], err: &serde_json::Error) -> Rejection {
         }
     }
     let wrong = |name: &str, what: &str, got: &serde_json::Value| {
-        Rejection::new(RejectKind::WrongType, format!("{name}: expected {what}, got {}", describe(got)))
+        Rejection::new(RejectKind::WrongType, format!("{name}: expected {what}, got {}", type_name(got)))
     };
     if let Some(v) = obj.get("station_id").filter(|v| !v.is_string()) {
         return wrong("station_id", "a string", v);
@@ -130,24 +130,6 @@ fn explain(bytes: &[u8], err: &serde_json::Error) -> Rejection {
         }
     }
     Rejection::new(RejectKind::WrongType, err.to_string())
-}
-
-fn describe(v: &serde_json::Value) -> String {
-    match v {
-        serde_json::Value::Null => "null".into(),
-        serde_json::Value::Bool(b) => format!("boolean {b}"),
-        serde_json::Value::Number(n) => format!("number {n}"),
-        serde_json::Value::String(s) => format!("string {:?}", truncate(s, 40)),
-        serde_json::Value::Array(_) => "an array".into(),
-        serde_json::Value::Object(_) => "an object".into(),
-    }
-}
-
-fn truncate(s: &str, n: usize) -> &str {
-    match s.char_indices().nth(n) {
-        Some((i, _)) => &s[..i],
-        None => s,
-    }
 }
 
 #[cfg(test)]

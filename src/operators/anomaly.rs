@@ -19,7 +19,7 @@ use chrono::Utc;
 use timely::dataflow::StreamVec;
 
 use super::keyed::{per_station, KeyedCheckpoint};
-use super::{Forecasted, Outcome};
+use super::{Forecast, Forecasted, Outcome};
 use crate::anomaly::rules::{self, AnomalyParams, StationAnomaly};
 use crate::anomaly::trained;
 use crate::contract::{ModelNames, Prediction};
@@ -57,30 +57,37 @@ impl<'s> ScoreAnomalies<'s> for StreamVec<'s, u64, Forecasted> {
                 out.push(match f {
                     Forecasted::Stale(s) => Outcome::Stale(s),
                     Forecasted::Made(f) => {
-                        let anomaly = trained::combine(state.assess(&f.record, f.expected), f.anomaly_verdict.as_ref());
-                        if anomaly.is_anomaly {
+                        let p = complete(state, f, interval);
+                        if p.anomaly.is_anomaly {
                             metrics.anomalies.fetch_add(1, Ordering::Relaxed);
                         }
-                        Outcome::Predicted(Prediction {
-                            observed_temperature: f.record.temperature_mean,
-                            station_id: f.record.station_id,
-                            window_end: f.record.window_end,
-                            issued_at: Utc::now(),
-                            model: ModelNames {
-                                forecast: f.model,
-                                anomaly: match &f.anomaly_verdict {
-                                    Some(v) => format!("{}+{}", v.model, rules::NAME),
-                                    None => rules::NAME.to_string(),
-                                },
-                            },
-                            interval,
-                            forecast: f.points,
-                            anomaly,
-                            source: Some(f.source),
-                        })
+                        Outcome::Predicted(p)
                     }
                 });
             },
         )
+    }
+}
+
+/// Scores a forecast against the station's anomaly state and completes its prediction: the
+/// per-record step of `ScoreAnomalies`, also driven without timely (the benchmark's sequential model).
+pub fn complete(state: &mut StationAnomaly, f: Forecast, interval: f64) -> Prediction {
+    let anomaly = trained::combine(state.assess(&f.record, f.expected), f.anomaly_verdict.as_ref());
+    Prediction {
+        observed_temperature: f.record.temperature_mean,
+        station_id: f.record.station_id,
+        window_end: f.record.window_end,
+        issued_at: Utc::now(),
+        model: ModelNames {
+            forecast: f.model,
+            anomaly: match &f.anomaly_verdict {
+                Some(v) => format!("{}+{}", v.model, rules::NAME),
+                None => rules::NAME.to_string(),
+            },
+        },
+        interval,
+        forecast: f.points,
+        anomaly,
+        source: Some(f.source),
     }
 }

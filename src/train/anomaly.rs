@@ -22,6 +22,7 @@ use super::faults;
 use super::progress::Progress;
 use super::report::{markdown_table, num, Band, Chart, Line};
 use super::simulate::replay;
+use super::store_version;
 use super::{loader, write_report_dir, TrainError, TrainOptions, TrainOutcome};
 use crate::anomaly::iforest::IsolationForest;
 use crate::anomaly::trained::{AnomalyModel, Evidence, RobustStats, Thresholds, FEATURES, N_EVIDENCE, ROBUST_IFOREST};
@@ -290,17 +291,7 @@ pub fn train_anomaly(o: &TrainOptions) -> Result<TrainOutcome, TrainError> {
         holdout: summary.clone(),
         files: BTreeMap::new(),
     };
-    let dir = store.create_version(meta, &files)?;
-    if o.promote {
-        store.promote("anomaly", &version)?;
-    }
-    Ok(TrainOutcome {
-        version: Some(version),
-        dir: Some(dir),
-        promoted: o.promote,
-        report,
-        metrics: summary,
-    })
+    store_version(&store, meta, &files, o.promote, report, summary)
 }
 
 fn per_1000(alarms: usize, hours: u64) -> f64 {

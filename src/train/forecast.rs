@@ -22,6 +22,7 @@ use super::eval::{conformal_quantile, Intervals, LeadErrors};
 use super::progress::Progress;
 use super::report::{markdown_table, num, Band, Chart, Line};
 use super::simulate::{replay, replay_from};
+use super::store_version;
 use super::{loader, write_report_dir, TrainError, TrainOptions, TrainOutcome};
 use crate::anomaly::qc;
 use crate::contract::LEADS;
@@ -449,17 +450,7 @@ pub fn train_forecast(o: &TrainOptions) -> Result<TrainOutcome, TrainError> {
         holdout: summary.clone(),
         files: BTreeMap::new(),
     };
-    let dir = store.create_version(meta, &files)?;
-    if o.promote {
-        store.promote("forecast", &version)?;
-    }
-    Ok(TrainOutcome {
-        version: Some(version),
-        dir: Some(dir),
-        promoted: o.promote,
-        report,
-        metrics: summary,
-    })
+    store_version(&store, meta, &files, o.promote, report, summary)
 }
 
 fn predict_error(lead: usize, message: String) -> TrainError {

@@ -172,6 +172,29 @@ pub struct TrainOutcome {
     pub metrics: serde_json::Value,
 }
 
+/// Stores a trained version (metadata and files), promotes it if asked, and reports it.
+pub(crate) fn store_version(
+    store: &crate::models::ModelStore,
+    meta: crate::models::ModelMeta,
+    files: &[(&str, Vec<u8>)],
+    promote: bool,
+    report: String,
+    metrics: serde_json::Value,
+) -> Result<TrainOutcome, TrainError> {
+    let (kind, version) = (meta.kind.clone(), meta.version.clone());
+    let dir = store.create_version(meta, files)?;
+    if promote {
+        store.promote(&kind, &version)?;
+    }
+    Ok(TrainOutcome {
+        version: Some(version),
+        dir: Some(dir),
+        promoted: promote,
+        report,
+        metrics,
+    })
+}
+
 /// Writes the files of a dry run to `dir`.
 pub(crate) fn write_report_dir(dir: &std::path::Path, files: &[(&str, Vec<u8>)]) -> Result<(), TrainError> {
     std::fs::create_dir_all(dir).map_err(|error| ModelError::Io { path: dir.into(), error })?;
