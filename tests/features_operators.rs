@@ -23,7 +23,9 @@ use weatherflow::produce::replay_order;
 use weatherflow::produce::rng::Rng;
 use weatherflow::produce::synthetic::{Fault, FaultRates, Generator, SyntheticConfig};
 
+mod capture_support;
 mod feature_batch;
+use capture_support::{captured, captured_at};
 use feature_batch::{assert_matches_batch, close};
 
 fn payerne() -> Vec<Observation> {
@@ -119,18 +121,14 @@ fn run(workers: usize, partitions: Vec<Vec<InputMessage>>, epoch_len: usize, p: 
     .unwrap()
     .join();
     let mut out = Outputs::default();
-    for event in recv.try_iter() {
-        if let Event::Messages(_, batch) = event {
-            for r in batch {
-                match r.topic {
-                    OutTopic::Features => out
-                        .features
-                        .push(FeatureRecord::parse(&r.payload).expect("features meet the inference contract")),
-                    OutTopic::Late => out.late.push(r),
-                    OutTopic::Dlq => out.dlq.push(r),
-                    OutTopic::Predictions => panic!("the features stage writes no predictions"),
-                }
-            }
+    for r in captured(&recv) {
+        match r.topic {
+            OutTopic::Features => out
+                .features
+                .push(FeatureRecord::parse(&r.payload).expect("features meet the inference contract")),
+            OutTopic::Late => out.late.push(r),
+            OutTopic::Dlq => out.dlq.push(r),
+            OutTopic::Predictions => panic!("the features stage writes no predictions"),
         }
     }
     out.features
@@ -398,12 +396,8 @@ fn a_quiet_partition_emits_its_last_window_after_the_idle_timeout() {
     .pop()
     .unwrap()
     .unwrap();
-    let features: Vec<FeatureRecord> = recv
-        .try_iter()
-        .flat_map(|e| match e {
-            Event::Messages(_, v) => v,
-            _ => Vec::new(),
-        })
+    let features: Vec<FeatureRecord> = captured(&recv)
+        .into_iter()
         .map(|r| FeatureRecord::parse(&r.payload).unwrap())
         .collect();
     // Windows ending 00:00 .. 13:00; the last one only through the idle advance.
@@ -446,14 +440,12 @@ fn windows_flushed_at_the_end_never_overtake_earlier_windows() {
     })
     .unwrap()
     .join();
-    let mut stamped: Vec<(u64, usize, FeatureRecord)> = Vec::new();
-    for (i, event) in recv.try_iter().enumerate() {
-        if let Event::Messages(t, batch) = event {
-            for r in batch.into_iter().filter(|r| r.topic == OutTopic::Features) {
-                stamped.push((*t.least().unwrap(), i, FeatureRecord::parse(&r.payload).unwrap()));
-            }
-        }
-    }
+    let mut stamped: Vec<(u64, usize, FeatureRecord)> = captured_at(&recv)
+        .into_iter()
+        .enumerate()
+        .filter(|(_, (_, r))| r.topic == OutTopic::Features)
+        .map(|(i, (t, r))| (t, i, FeatureRecord::parse(&r.payload).unwrap()))
+        .collect();
     assert!(stamped.len() >= 10, "600 minutes span at least 10 hourly windows");
     assert!(
         stamped.iter().all(|(t, _, _)| *t >= 7),

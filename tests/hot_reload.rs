@@ -7,11 +7,13 @@
 //!   ── after epoch 29: remove latest (fallback) ──> outputs per epoch: model.forecast / model.anomaly
 //! ```
 
+mod capture_support;
 mod models_support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{mpsc, Arc, Mutex};
 
+use capture_support::captured_at;
 use models_support::{small_options, store_with_forecasts};
 use timely::dataflow::operators::capture::Event;
 use timely::dataflow::operators::{Capture, Input, Probe};
@@ -126,17 +128,12 @@ fn promotions_and_rollbacks_switch_models_at_epoch_boundaries() {
     // epoch -> (forecast names, anomaly names) of its predictions.
     let mut by_epoch: BTreeMap<u64, (BTreeSet<String>, BTreeSet<String>)> = BTreeMap::new();
     let mut n = 0;
-    for event in recv.try_iter() {
-        if let Event::Messages(stamp, batch) = event {
-            let epoch = *stamp.least().expect("outputs carry their epoch");
-            for o in batch {
-                if let Outcome::Predicted(p) = o {
-                    n += 1;
-                    let e = by_epoch.entry(epoch).or_default();
-                    e.0.insert(p.model.forecast);
-                    e.1.insert(p.model.anomaly);
-                }
-            }
+    for (epoch, o) in captured_at(&recv) {
+        if let Outcome::Predicted(p) = o {
+            n += 1;
+            let e = by_epoch.entry(epoch).or_default();
+            e.0.insert(p.model.forecast);
+            e.1.insert(p.model.anomaly);
         }
     }
     assert_eq!(n, EPOCHS * PER_EPOCH, "one prediction per record");

@@ -8,6 +8,9 @@ use std::sync::{mpsc, Arc, Mutex};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use timely::dataflow::operators::capture::Event as CaptureEvent;
 use timely::dataflow::operators::{Capture, Input, Probe};
+
+mod capture_support;
+use capture_support::captured;
 use weatherflow::contract::{Anomaly, ForecastPoint, ModelNames, Prediction};
 use weatherflow::dataflows::monitoring::{encode, monitor};
 use weatherflow::ops::monitor::{AlertState, Event, LeadMetrics, MonitorParams, Observation, Published, Tracked};
@@ -124,12 +127,7 @@ fn run(workers: usize, epochs: Vec<Vec<Tracked>>, params: MonitorParams) -> Run 
     })
     .unwrap()
     .join();
-    let mut published = Vec::new();
-    for e in recv.try_iter() {
-        if let CaptureEvent::Messages(_, batch) = e {
-            published.extend(batch);
-        }
-    }
+    let published = captured(&recv);
     let view = view.lock().unwrap().clone();
     Run { published, view }
 }

@@ -14,6 +14,9 @@ use weatherflow::kafka::{InputMessage, OutTopic};
 use weatherflow::metrics::Metrics;
 use weatherflow::operators::forecast::{ForecastParams, StationForecastState};
 use weatherflow::operators::keyed::KeyedCheckpoint;
+mod capture_support;
+use capture_support::captured;
+
 use weatherflow::operators::{dlq_headers, Accepted, ForecastTemperature, Forecasted, Outcome, ParseFeatures, ScoreAnomalies};
 
 /// NYC records as accepted input: two partitions (by station), offsets counted per partition,
@@ -143,23 +146,19 @@ fn dataflow(workers: usize, records: Vec<Accepted>, epoch_len: usize) -> (Vec<(S
     })
     .unwrap()
     .join();
-    let mut out = Vec::new();
-    for event in recv.try_iter() {
-        if let Event::Messages(_, batch) = event {
-            for o in batch {
-                out.push(match o {
-                    Outcome::Stale(s) => (s.source, None),
-                    Outcome::Predicted(p) => (
-                        p.source.unwrap(),
-                        Some(Prediction {
-                            issued_at: chrono::DateTime::UNIX_EPOCH,
-                            ..p
-                        }),
-                    ),
-                });
-            }
-        }
-    }
+    let mut out: Vec<_> = captured(&recv)
+        .into_iter()
+        .map(|o| match o {
+            Outcome::Stale(s) => (s.source, None),
+            Outcome::Predicted(p) => (
+                p.source.unwrap(),
+                Some(Prediction {
+                    issued_at: chrono::DateTime::UNIX_EPOCH,
+                    ..p
+                }),
+            ),
+        })
+        .collect();
     out.sort_by_key(|(p, _)| (p.partition, p.offset));
     (out, metrics.rejected_stale.load(Ordering::Relaxed))
 }
@@ -222,8 +221,8 @@ fn parse_splits_good_records_from_dead_letters() {
         let (ok, dead) = msgs.to_stream(scope).container::<Vec<_>>().parse_features("in".into(), m);
         (ok.capture(), dead.capture())
     });
-    let ok: Vec<Accepted> = collect(ok);
-    let dead = collect(dead);
+    let ok: Vec<Accepted> = captured(&ok);
+    let dead = captured(&dead);
     assert_eq!(ok.len(), 10);
     assert_eq!(dead.len(), 2);
     assert_eq!(metrics.rejected_invalid.load(Ordering::Relaxed), 2);
@@ -241,13 +240,4 @@ fn parse_splits_good_records_from_dead_letters() {
     assert_eq!(h(dlq_headers::OFFSET).as_deref(), Some("42"));
     assert_eq!(h(dlq_headers::PARTITION).as_deref(), Some("1"));
     assert_eq!(h(dlq_headers::TOPIC).as_deref(), Some("in"));
-}
-
-fn collect<D>(r: mpsc::Receiver<Event<u64, Vec<D>>>) -> Vec<D> {
-    r.try_iter()
-        .flat_map(|e| match e {
-            Event::Messages(_, v) => v,
-            _ => Vec::new(),
-        })
-        .collect()
 }

@@ -11,8 +11,10 @@
 //!
 //! Epochs are wall-clock aligned (`unix_ms / epoch_ms`), so workers with or without partitions
 //! advance together and the frontier moves even when no data arrives. Polling is bounded per
-//! activation; the operator re-activates itself at once when it hit the bound, else after a short
-//! idle delay. With `stop_at_end` the source finishes once every assigned partition reported its
+//! activation; the operator re-activates itself at once when it hit the bound. An idle source is
+//! woken by the consumer when a message arrives (librdkafka's queue callback), and by a timer just
+//! after the next epoch boundary (at most 5 ms), so neither a new record nor the end of an epoch
+//! waits for a polling interval. With `stop_at_end` the source finishes once every assigned partition reported its
 //! end; on shutdown it finishes at once. Either way the dataflow then drains: every record already
 //! read is processed and acknowledged before the worker exits.
 
@@ -75,6 +77,19 @@ pub fn epoch_now(epoch_ms: u64) -> u64 {
     ms / epoch_ms.max(1)
 }
 
+/// Longest wait of an idle source before it looks again (shutdown, metadata, the gate); new
+/// messages wake it at once ([`PartitionReader::wake_on_message`]).
+const IDLE_POLL: Duration = Duration::from_millis(5);
+
+/// How long an idle source sleeps: until just past the next epoch boundary (so the frontier
+/// moves as soon as the epoch is over), at most [`IDLE_POLL`].
+fn idle_delay(epoch_ms: u64, now: SystemTime) -> Duration {
+    let epoch_us = epoch_ms.max(1) * 1000;
+    let now_us = now.duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
+    let until_next = epoch_us - now_us % epoch_us + 50;
+    Duration::from_micros(until_next).min(IDLE_POLL)
+}
+
 /// Per-worker reader state, shared between the source operator and the worker loop (which does
 /// the final offset commit after the dataflow has drained).
 pub struct PartitionReader {
@@ -132,6 +147,12 @@ impl PartitionReader {
     /// The partitions this worker reads.
     pub fn partitions(&self) -> Vec<i32> {
         self.next.keys().copied().collect()
+    }
+
+    /// Calls `wake` (from a librdkafka thread) whenever the consumer's queue goes from empty to
+    /// non-empty, so an idle source reads a new message at once rather than at its next poll.
+    pub fn wake_on_message(&mut self, wake: impl Fn() + Send + Sync + 'static) {
+        self.consumer.set_nonempty_callback(wake);
     }
 
     /// The consumer, read only (lag metrics read the high watermarks it cached from fetches).
@@ -285,7 +306,11 @@ pub fn kafka_source<'s>(
     metrics: Arc<Metrics>,
 ) -> StreamVec<'s, u64, InputMessage> {
     source(scope, "KafkaSource", move |capability, info| {
-        let activator = scope.activator_for(info.address);
+        let activator = scope.activator_for(info.address.clone());
+        let wake = scope.worker().sync_activator_for(info.address.to_vec());
+        reader.borrow_mut().wake_on_message(move || {
+            let _ = wake.activate(); // fails only once the worker is gone
+        });
         let mut cap = Some(capability);
         let worker = scope.index();
         let mut last_error_log = Instant::now() - Duration::from_secs(60);
@@ -353,8 +378,29 @@ pub fn kafka_source<'s>(
             } else if polled >= spec.max_poll_records {
                 activator.activate();
             } else {
-                activator.activate_after(Duration::from_millis(5));
+                activator.activate_after(idle_delay(spec.epoch_ms, SystemTime::now()));
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_source_wakes_just_after_the_next_epoch_boundary_or_after_the_idle_poll() {
+        let at = |ms: u64, us: u64| UNIX_EPOCH + Duration::from_millis(ms) + Duration::from_micros(us);
+        // 10 ms epochs, 7.5 ms into one: 2.5 ms (+50 us) to the boundary
+        assert_eq!(idle_delay(10, at(1_000_007, 500)), Duration::from_micros(2_550));
+        // 1 s epochs: never longer than the idle poll
+        assert_eq!(idle_delay(1000, at(1_000_100, 0)), IDLE_POLL);
+        // exactly on a boundary: the whole next epoch, capped
+        assert_eq!(idle_delay(2, at(1_000_000, 0)), Duration::from_micros(2_050));
+        // the new epoch has begun when it fires
+        let now = at(1_000_003, 0);
+        let fired = now + idle_delay(4, now);
+        let ms = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+        assert_eq!(ms(fired) / 4, ms(now) / 4 + 1);
+    }
 }
