@@ -252,7 +252,7 @@ fn checkpoint_dirs(dir: &Path) -> Vec<(CheckpointId, PathBuf)> {
         .flatten()
         .filter_map(|e| Some((CheckpointId::parse_dir(e.file_name().to_str()?)?, e.path())))
         .collect();
-    v.sort_by(|a, b| b.0.cmp(&a.0));
+    v.sort_by_key(|e| std::cmp::Reverse(e.0));
     v
 }
 

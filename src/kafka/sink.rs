@@ -136,8 +136,11 @@ struct Delivery {
     topic: String,
     partition: i32,
     offset: i64,
-    failed: Option<(KafkaError, Vec<u8>, Option<Vec<u8>>, Vec<(String, Vec<u8>)>)>,
+    failed: Option<(KafkaError, FailedRecord)>,
 }
+
+/// What a failed delivery hands back to be sent again: payload, key, headers.
+type FailedRecord = (Vec<u8>, Option<Vec<u8>>, Vec<(String, Vec<u8>)>);
 
 /// Collects delivery reports (called on the worker thread from `producer.poll`).
 pub struct DeliveryContext {
@@ -173,7 +176,7 @@ impl ProducerContext for DeliveryContext {
                     topic: m.topic().to_string(),
                     partition: m.partition(),
                     offset: -1,
-                    failed: Some((e.clone(), payload, m.key().map(<[u8]>::to_vec), headers)),
+                    failed: Some((e.clone(), (payload, m.key().map(<[u8]>::to_vec), headers))),
                 }
             }
         };
@@ -334,7 +337,7 @@ impl<'s> KafkaSink<'s> for StreamVec<'s, u64, OutRecord> {
                             counter.fetch_add(1, Ordering::Relaxed);
                             metrics.ops.acked(topics.kind(&d.topic), &d.topic, d.partition, d.epoch); // per partition, latency (crate::ops)
                         }
-                        Some((err, payload, key, headers)) => {
+                        Some((err, (payload, key, headers))) => {
                             metrics.delivery_retries.fetch_add(1, Ordering::Relaxed);
                             if last_log.elapsed() > Duration::from_secs(5) {
                                 tracing::error!(worker, epoch = d.epoch, topic = %d.topic, partition = d.partition, error = %err, "delivery failed; re-queued (records are never dropped)");
