@@ -42,6 +42,31 @@ pub struct Metrics {
     /// Per topic-partition counts, consumer lag, latency/epoch/checkpoint histograms
     /// (`crate::ops::counters`, rendered on `/metrics`).
     pub ops: crate::ops::counters::OpsMetrics,
+    /// Optional hook on every acknowledged output (see [`crate::kafka::sink::AckTap`]); set before
+    /// the stages start.
+    pub ack_tap: AckTapSlot,
+}
+
+/// Holds an [`crate::kafka::sink::AckTap`], set at most once.
+#[derive(Default)]
+pub struct AckTapSlot(std::sync::OnceLock<crate::kafka::sink::AckTap>);
+
+impl AckTapSlot {
+    /// Installs `tap`; false if one was installed already.
+    pub fn set(&self, tap: crate::kafka::sink::AckTap) -> bool {
+        self.0.set(tap).is_ok()
+    }
+
+    /// The installed tap, if any.
+    pub fn get(&self) -> Option<crate::kafka::sink::AckTap> {
+        self.0.get().cloned()
+    }
+}
+
+impl std::fmt::Debug for AckTapSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() { "AckTap(set)" } else { "AckTap(none)" })
+    }
 }
 
 /// A point-in-time copy of [`Metrics`].

@@ -105,7 +105,7 @@ impl StageIo {
         } else {
             ("unchecked".to_string(), Default::default())
         };
-        let producer = delivery_producer(&s.kafka.brokers, &s.producer_options())?;
+        let producer = delivery_producer(&s.kafka.brokers, &s.producer_options(), metrics.ack_tap.get())?;
         let progress = Rc::new(RefCell::new(SinkProgress::restored(base)));
         let gate = if ckpt {
             Gate(Rc::new(std::cell::Cell::new(

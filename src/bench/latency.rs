@@ -1,17 +1,21 @@
-//! Latency at a fixed offered load: from a feature record handed to the producer to its
-//! prediction visible on the predictions topic, with the runner in this process.
+//! Latency at a fixed offered load: from a feature record handed to the producer to the broker's
+//! acknowledgement of its prediction, with the runner in this process.
 //!
 //! ```text
 //!   generator (paced: record i at t0 + i/rate) ──produce, opaque = send time (µs)──> <run>-features
 //!        delivery report: (partition, offset) -> send time
 //!   weatherflow (runner in-process, streaming, checkpointing on or off)
-//!   reader (fetch.wait.max.ms = 1) <── <run>-predictions: id header "<lineage>/partition:offset" -> arrival time (µs)
-//!   latency = arrival - send, for records sent after the warm-up records came out
-//!   a second reader on <run>-features: the broker's own one-hop latency, in the same run
+//!        sink's ack tap: id header "<lineage>/partition:offset" of each acknowledged prediction -> ack time (µs)
+//!   latency = ack - send, for records sent after the warm-up records came out
+//!   a reader on <run>-features: the broker's own one-hop latency (send -> fetchable), same run
+//!   with `visible`, a reader on <run>-predictions too: send -> prediction fetchable downstream
 //! ```
 //!
 //! This bounds "feature arrival to prediction acknowledged" from above: it also counts the
-//! generator's own produce request and the reader's fetch (both about a millisecond here).
+//! generator's own produce request, the broker's hop to weatherflow's consumer and the time the
+//! generator's producer batches (`linger.ms`, librdkafka's default 5 ms unless changed). The
+//! downstream reader is off by default: reading every prediction back (2.7 KB each) costs the
+//! broker and this process as much CPU as a second consumer application would.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -33,6 +37,18 @@ use crate::kafka::sink::ID_HEADER;
 use crate::kafka::{self};
 use crate::metrics::Metrics;
 use crate::runner;
+
+/// How a latency run is measured.
+#[derive(Clone, Copy, Debug)]
+pub struct LatencyOptions {
+    /// Also read the predictions back (send -> fetchable downstream).
+    pub visible: bool,
+    /// `linger.ms` of the generator's producer.
+    pub producer_linger_ms: u64,
+}
+
+/// Acknowledgement time (µs) of each prediction, by the input position it answers.
+type Acks = Arc<Mutex<HashMap<String, u64>>>;
 
 /// Records sent (and answered) before timing starts.
 const WARMUP_RECORDS: usize = 200;
@@ -62,8 +78,14 @@ pub struct LatencyRun {
     pub p99_ms: f64,
     /// Maximum, ms.
     pub max_ms: f64,
+    /// Median from send to the prediction fetchable by a downstream reader, ms (NaN unless
+    /// measured with `visible`).
+    pub visible_p50_ms: f64,
+    /// 99th percentile of that, ms.
+    pub visible_p99_ms: f64,
     /// Median of the part up to the sink handing the prediction to the producer (the output
-    /// message's timestamp, ms resolution): input produce, fetch, epochs, operators.
+    /// message's timestamp, ms resolution; NaN unless measured with `visible`): input produce,
+    /// fetch, epochs, operators.
     pub to_sink_p50_ms: f64,
     /// 99th percentile of that part, ms.
     pub to_sink_p99_ms: f64,
@@ -154,11 +176,21 @@ fn read_arrivals(
 
 /// Runs weatherflow (streaming) on `spec` while offering `rate` records/s of `data` for about
 /// `seconds`, and measures each record's latency.
-pub fn run(spec: &ClusterSpec, data: &Dataset, rate: f64, seconds: f64) -> Result<LatencyRun, String> {
+pub fn run(spec: &ClusterSpec, data: &Dataset, rate: f64, seconds: f64, opts: &LatencyOptions) -> Result<LatencyRun, String> {
     let s = spec.settings()?;
     let partitions = data.by_partition.len();
     kafka::ensure_topics(&s.kafka.brokers, &Default::default(), &[&spec.features], partitions as i32, 1).map_err(|e| e.to_string())?;
     let metrics = Arc::new(Metrics::default());
+    let acks: Acks = Arc::default();
+    {
+        let acks = acks.clone();
+        metrics.ack_tap.set(Arc::new(move |id: &[u8]| {
+            let t = now_us();
+            if let Ok(mut a) = acks.lock() {
+                a.insert(input_position(id), t);
+            }
+        }));
+    }
     let shutdown = Arc::new(AtomicBool::new(false));
     let runner = {
         let (s, m, sd) = (s.clone(), metrics.clone(), shutdown.clone());
@@ -166,16 +198,16 @@ pub fn run(spec: &ClusterSpec, data: &Dataset, rate: f64, seconds: f64) -> Resul
     };
     let arrivals: Arrivals = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
-    let reader = {
+    let reader = opts.visible.then(|| {
         let (b, t, a, st) = (s.kafka.brokers.clone(), spec.predictions.clone(), arrivals.clone(), stop.clone());
         std::thread::spawn(move || read_arrivals(b, t, partitions, a, st, false))
-    };
+    });
     let inputs: Arrivals = Arc::default();
     let input_reader = {
         let (b, t, a, st) = (s.kafka.brokers.clone(), spec.features.clone(), inputs.clone(), stop.clone());
         std::thread::spawn(move || read_arrivals(b, t, partitions, a, st, true))
     };
-    let result = generate(spec, &s, data, rate, seconds, &arrivals, &metrics);
+    let result = generate(spec, &s, data, rate, seconds, opts.producer_linger_ms, &acks, &metrics);
     // Let the last predictions arrive, then stop everything (the runner drains).
     let answered = |n: u64| metrics.snapshot().predictions_acked + metrics.snapshot().dlq_acked >= n;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -188,27 +220,31 @@ pub fn run(spec: &ClusterSpec, data: &Dataset, rate: f64, seconds: f64) -> Resul
     shutdown.store(true, Ordering::Relaxed);
     let snap = runner.join().map_err(|_| "runner panicked".to_string())??;
     stop.store(true, Ordering::Relaxed);
-    reader.join().map_err(|_| "reader panicked".to_string())??;
+    if let Some(reader) = reader {
+        reader.join().map_err(|_| "reader panicked".to_string())??;
+    }
     input_reader.join().map_err(|_| "reader panicked".to_string())??;
     let inputs = inputs.lock().map_err(|_| "poisoned".to_string())?;
     let (_, log, sent_rate) = result?;
     let arrivals = arrivals.lock().map_err(|_| "poisoned".to_string())?;
-    let (mut lat, mut to_sink, mut broker) = (Vec::new(), Vec::new(), Vec::new());
+    let acks = acks.lock().map_err(|_| "poisoned".to_string())?;
+    let (mut lat, mut visible, mut to_sink, mut broker) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut missing = 0u64;
     for (p, o, sent) in log {
         let pos = format!("{p}:{o}");
         if let Some((a, _)) = inputs.get(&pos) {
             broker.push(a.saturating_sub(sent) as f64 / 1000.0);
         }
-        match arrivals.get(&pos) {
-            Some((a, produced_ms)) => {
-                lat.push(a.saturating_sub(sent) as f64 / 1000.0);
-                to_sink.push(*produced_ms as f64 - sent as f64 / 1000.0);
-            }
+        match acks.get(&pos) {
+            Some(a) => lat.push(a.saturating_sub(sent) as f64 / 1000.0),
             None => missing += 1,
         }
+        if let Some((a, produced_ms)) = arrivals.get(&pos) {
+            visible.push(a.saturating_sub(sent) as f64 / 1000.0);
+            to_sink.push(*produced_ms as f64 - sent as f64 / 1000.0);
+        }
     }
-    for v in [&mut lat, &mut to_sink, &mut broker] {
+    for v in [&mut lat, &mut visible, &mut to_sink, &mut broker] {
         v.sort_by(f64::total_cmp);
     }
     Ok(LatencyRun {
@@ -223,6 +259,8 @@ pub fn run(spec: &ClusterSpec, data: &Dataset, rate: f64, seconds: f64) -> Resul
         p90_ms: percentile(&lat, 0.9),
         p99_ms: percentile(&lat, 0.99),
         max_ms: lat.last().copied().unwrap_or(f64::NAN),
+        visible_p50_ms: percentile(&visible, 0.5),
+        visible_p99_ms: percentile(&visible, 0.99),
         to_sink_p50_ms: percentile(&to_sink, 0.5),
         to_sink_p99_ms: percentile(&to_sink, 0.99),
         broker_p50_ms: percentile(&broker, 0.5),
@@ -241,11 +279,12 @@ fn generate(
     data: &Dataset,
     rate: f64,
     seconds: f64,
-    arrivals: &Arrivals,
+    linger_ms: u64,
+    acks: &Acks,
     metrics: &Arc<Metrics>,
 ) -> Result<(u64, Vec<(i32, i64, u64)>, f64), String> {
     let mut opts = s.producer_options();
-    opts.insert("linger.ms".into(), "0".into());
+    opts.insert("linger.ms".into(), linger_ms.to_string());
     let p: BaseProducer<SentLog> = kafka::client_config(&s.kafka.brokers, &opts)
         .create_with_context(SentLog::default())
         .map_err(|e| e.to_string())?;
@@ -302,7 +341,7 @@ fn generate(
         std::thread::sleep(Duration::from_micros(300));
         if i % 2000 == 0 {
             let snap = metrics.snapshot();
-            let seen = arrivals.lock().map(|a| a.len()).unwrap_or(0);
+            let seen = acks.lock().map(|a| a.len()).unwrap_or(0);
             tracing::debug!(
                 sent,
                 delivered = p.context().sent.lock().map(|v| v.len()).unwrap_or(0),

@@ -146,6 +146,13 @@ pub struct BenchArgs {
     /// Seconds of offered load per latency run.
     #[arg(long, default_value_t = 10.0)]
     pub latency_seconds: f64,
+    /// Also read every prediction back in the latency runs (send -> fetchable downstream; costs
+    /// the broker and this process a second consumer's CPU).
+    #[arg(long)]
+    pub latency_visible: bool,
+    /// linger.ms of the latency runs' load generator (librdkafka's default is 5).
+    #[arg(long, default_value_t = 5)]
+    pub latency_producer_linger_ms: u64,
     /// Epoch lengths (ms) of the latency runs.
     #[arg(long, value_delimiter = ',', default_value = "10,100")]
     pub latency_epoch_ms: Vec<u64>,
@@ -244,7 +251,11 @@ pub fn run(a: &BenchArgs) -> Result<Report, BenchError> {
                     spec.checkpoint = ckpt;
                     spec.epoch_ms = epoch_ms;
                     spec.checkpoint_ms = a.checkpoint_ms.max(epoch_ms);
-                    let run = latency::run(&spec, &data, rate, a.latency_seconds);
+                    let opts = latency::LatencyOptions {
+                        visible: a.latency_visible,
+                        producer_linger_ms: a.latency_producer_linger_ms,
+                    };
+                    let run = latency::run(&spec, &data, rate, a.latency_seconds, &opts);
                     broker::delete_topics(&a.brokers, &[&spec.features, &spec.predictions, &spec.dlq]);
                     let _ = std::fs::remove_dir_all(&spec.checkpoint_dir);
                     r.latency.push(run.map_err(part_err("latency"))?);

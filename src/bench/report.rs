@@ -469,21 +469,28 @@ impl Report {
         if !self.latency.is_empty() {
             let _ = writeln!(
                 o,
-                "\n== latency, produce -> prediction visible, offered {:.0} rec/s",
+                "\n== latency, feature produced -> prediction acknowledged, offered {:.0} rec/s",
                 self.latency_rate
             );
             for l in &self.latency {
+                let visible = if l.visible_p50_ms.is_nan() {
+                    String::new()
+                } else {
+                    format!(
+                        "| visible downstream p50 {:.1} p99 {:.1}, to sink p50 {:.1} p99 {:.1} ",
+                        l.visible_p50_ms, l.visible_p99_ms, l.to_sink_p50_ms, l.to_sink_p99_ms
+                    )
+                };
                 let _ = writeln!(
                     o,
-                    "epoch {:>3} ms, checkpoints {:<3}: p50 {:>6.1} ms  p90 {:>6.1}  p99 {:>6.1}  max {:>6.1}  | to sink p50 {:.1} p99 {:.1} | broker one hop p50 {:.1} p99 {:.1}  ({} timed, {} missing, sent {:.0} rec/s, {} checkpoints, slowest write <= {:.0} ms)",
+                    "epoch {:>3} ms, checkpoints {:<3}: p50 {:>6.1} ms  p90 {:>6.1}  p99 {:>6.1}  max {:>6.1}  {}| broker one hop p50 {:.1} p99 {:.1}  ({} timed, {} missing, sent {:.0} rec/s, {} checkpoints, slowest write <= {:.0} ms)",
                     l.epoch_ms,
                     if l.checkpoint { "on" } else { "off" },
                     l.p50_ms,
                     l.p90_ms,
                     l.p99_ms,
                     l.max_ms,
-                    l.to_sink_p50_ms,
-                    l.to_sink_p99_ms,
+                    visible,
                     l.broker_p50_ms,
                     l.broker_p99_ms,
                     l.measured,

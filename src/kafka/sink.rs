@@ -142,9 +142,15 @@ struct Delivery {
 /// What a failed delivery hands back to be sent again: payload, key, headers.
 type FailedRecord = (Vec<u8>, Option<Vec<u8>>, Vec<(String, Vec<u8>)>);
 
+/// Called with the id header (`<lineage>/<partition>:<offset>` of the input it answers) of every
+/// record the broker acknowledged, at the moment the acknowledgement is handled. Installed through
+/// [`crate::metrics::Metrics::ack_tap`] (the latency benchmark uses it); absent, it costs nothing.
+pub type AckTap = std::sync::Arc<dyn Fn(&[u8]) + Send + Sync>;
+
 /// Collects delivery reports (called on the worker thread from `producer.poll`).
 pub struct DeliveryContext {
     reports: Mutex<Vec<Delivery>>,
+    tap: Option<AckTap>,
 }
 
 impl ClientContext for DeliveryContext {}
@@ -153,6 +159,11 @@ impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, epoch: usize) {
+        if let (Ok(m), Some(tap)) = (result, &self.tap) {
+            if let Some(id) = m.headers().and_then(|h| h.iter().find(|h| h.key == ID_HEADER)).and_then(|h| h.value) {
+                tap(id);
+            }
+        }
         let report = match result {
             Ok(m) => Delivery {
                 epoch: epoch as u64,
@@ -187,10 +198,15 @@ impl ProducerContext for DeliveryContext {
 }
 
 /// Creates the producer the sink uses.
-pub fn delivery_producer(brokers: &str, options: &BTreeMap<String, String>) -> Result<BaseProducer<DeliveryContext>, super::KafkaIoError> {
+pub fn delivery_producer(
+    brokers: &str,
+    options: &BTreeMap<String, String>,
+    tap: Option<AckTap>,
+) -> Result<BaseProducer<DeliveryContext>, super::KafkaIoError> {
     super::client_config(brokers, options)
         .create_with_context(DeliveryContext {
             reports: Mutex::new(Vec::new()),
+            tap,
         })
         .map_err(super::client_err("creating producer"))
 }

@@ -126,7 +126,7 @@ fn parts(
         features_reader,
         sink: SinkParts {
             lineage: "monitoring".into(),
-            producer: delivery_producer(&s.kafka.brokers, &s.producer_options())?,
+            producer: delivery_producer(&s.kafka.brokers, &s.producer_options(), None)?,
             topics: SinkTopics::default().with(OutTopic::Predictions, &t.model_metrics, n as i32),
             published: Default::default(),
             progress: Rc::new(RefCell::new(SinkProgress::default())),
