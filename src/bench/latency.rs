@@ -207,7 +207,7 @@ pub fn run(spec: &ClusterSpec, data: &Dataset, rate: f64, seconds: f64, opts: &L
         let (b, t, a, st) = (s.kafka.brokers.clone(), spec.features.clone(), inputs.clone(), stop.clone());
         std::thread::spawn(move || read_arrivals(b, t, partitions, a, st, true))
     };
-    let result = generate(spec, &s, data, rate, seconds, opts.producer_linger_ms, &acks, &metrics);
+    let result = generate(&s, data, rate, seconds, opts.producer_linger_ms, &acks, &metrics);
     // Let the last predictions arrive, then stop everything (the runner drains).
     let answered = |n: u64| metrics.snapshot().predictions_acked + metrics.snapshot().dlq_acked >= n;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -274,7 +274,6 @@ pub fn run(spec: &ClusterSpec, data: &Dataset, rate: f64, seconds: f64, opts: &L
 /// Returns (records sent, timed (partition, offset, send µs), achieved rate).
 #[allow(clippy::type_complexity)]
 fn generate(
-    spec: &ClusterSpec,
     s: &crate::config::Settings,
     data: &Dataset,
     rate: f64,
@@ -296,7 +295,7 @@ fn generate(
     let mut it = order.take(total);
     let send = |p: &BaseProducer<SentLog>, q: usize, o: usize| -> Result<(), String> {
         let m = &data.by_partition[q][o];
-        let mut rec = BaseRecord::with_opaque_to(&spec.features, now_us() as usize)
+        let mut rec = BaseRecord::with_opaque_to(&s.topics.features, now_us() as usize)
             .partition(q as i32)
             .key(&m.key[..])
             .payload(&m.payload[..]);
