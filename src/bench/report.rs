@@ -276,23 +276,9 @@ impl Report {
         };
         push("end-to-end with checkpoints / passthrough", ">= 0.8", wfc / pass, |x| x >= 0.8);
         push("end-to-end without checkpoints / passthrough", ">= 0.8", wf / pass, |x| x >= 0.8);
-        let (spass, swf, swfc) = match &self.e2e {
-            Some(e) => (
-                e.median_steady("passthrough"),
-                e.median_steady("weatherflow"),
-                e.median_steady("weatherflow+checkpoints"),
-            ),
-            None => (f64::NAN, f64::NAN, f64::NAN),
-        };
-        push(
-            "  the same, steady state (10-90 % acked), with checkpoints",
-            ">= 0.8",
-            swfc / spass,
-            |x| x >= 0.8,
-        );
-        push("  the same, steady state (10-90 % acked), without", ">= 0.8", swf / spass, |x| {
-            x >= 0.8
-        });
+        // The steady-state rates (10-90 % acknowledged) are printed with the e2e runs but not
+        // judged: acknowledgements arrive in bursts (epochs, checkpoint gating), so that window
+        // can be shorter than the work in it and its ratio exceed 1.
         for epoch in self.latency.iter().map(|l| l.epoch_ms).collect::<std::collections::BTreeSet<_>>() {
             let p99 = median(
                 &self
