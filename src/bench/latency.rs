@@ -7,8 +7,9 @@
 //!   weatherflow (runner in-process, streaming, checkpointing on or off)
 //!        sink's ack tap: id header "<lineage>/partition:offset" of each acknowledged prediction -> ack time (µs)
 //!   latency = ack - send, for records sent after the warm-up records came out
-//!   a reader on <run>-features: the broker's own one-hop latency (send -> fetchable), same run
 //!   with `visible`, a reader on <run>-predictions too: send -> prediction fetchable downstream
+//!   a run of its own, same load, no weatherflow: generator -> broker -> a reader of the input,
+//!   the broker's own one hop (send -> fetchable)
 //! ```
 //!
 //! This bounds "feature arrival to prediction acknowledged" from above: it also counts the
@@ -89,12 +90,6 @@ pub struct LatencyRun {
     pub to_sink_p50_ms: f64,
     /// 99th percentile of that part, ms.
     pub to_sink_p99_ms: f64,
-    /// Median one-hop latency of the broker itself: send to visible on the input topic (a second
-    /// reader), ms. Two hops (input and output) is the floor of any Kafka-to-Kafka job.
-    pub broker_p50_ms: f64,
-    /// 99th percentile of the broker's one-hop latency, ms.
-    pub broker_p99_ms: f64,
-
     /// Checkpoints written during the run.
     pub checkpoints: u64,
     /// Slowest checkpoint write (upper bound of its histogram bucket), ms.
@@ -202,12 +197,11 @@ pub fn run(spec: &ClusterSpec, data: &Dataset, rate: f64, seconds: f64, opts: &L
         let (b, t, a, st) = (s.kafka.brokers.clone(), spec.predictions.clone(), arrivals.clone(), stop.clone());
         std::thread::spawn(move || read_arrivals(b, t, partitions, a, st, false))
     });
-    let inputs: Arrivals = Arc::default();
-    let input_reader = {
-        let (b, t, a, st) = (s.kafka.brokers.clone(), spec.features.clone(), inputs.clone(), stop.clone());
-        std::thread::spawn(move || read_arrivals(b, t, partitions, a, st, true))
+    let answered_count = || {
+        let snap = metrics.snapshot();
+        snap.predictions_acked + snap.dlq_acked
     };
-    let result = generate(&s, data, rate, seconds, opts.producer_linger_ms, &acks, &metrics);
+    let result = generate(&s, data, rate, seconds, opts.producer_linger_ms, &answered_count);
     // Let the last predictions arrive, then stop everything (the runner drains).
     let answered = |n: u64| metrics.snapshot().predictions_acked + metrics.snapshot().dlq_acked >= n;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -223,18 +217,13 @@ pub fn run(spec: &ClusterSpec, data: &Dataset, rate: f64, seconds: f64, opts: &L
     if let Some(reader) = reader {
         reader.join().map_err(|_| "reader panicked".to_string())??;
     }
-    input_reader.join().map_err(|_| "reader panicked".to_string())??;
-    let inputs = inputs.lock().map_err(|_| "poisoned".to_string())?;
     let (_, log, sent_rate) = result?;
     let arrivals = arrivals.lock().map_err(|_| "poisoned".to_string())?;
     let acks = acks.lock().map_err(|_| "poisoned".to_string())?;
-    let (mut lat, mut visible, mut to_sink, mut broker) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut lat, mut visible, mut to_sink) = (Vec::new(), Vec::new(), Vec::new());
     let mut missing = 0u64;
     for (p, o, sent) in log {
         let pos = format!("{p}:{o}");
-        if let Some((a, _)) = inputs.get(&pos) {
-            broker.push(a.saturating_sub(sent) as f64 / 1000.0);
-        }
         match acks.get(&pos) {
             Some(a) => lat.push(a.saturating_sub(sent) as f64 / 1000.0),
             None => missing += 1,
@@ -244,7 +233,7 @@ pub fn run(spec: &ClusterSpec, data: &Dataset, rate: f64, seconds: f64, opts: &L
             to_sink.push(*produced_ms as f64 - sent as f64 / 1000.0);
         }
     }
-    for v in [&mut lat, &mut visible, &mut to_sink, &mut broker] {
+    for v in [&mut lat, &mut visible, &mut to_sink] {
         v.sort_by(f64::total_cmp);
     }
     Ok(LatencyRun {
@@ -263,11 +252,71 @@ pub fn run(spec: &ClusterSpec, data: &Dataset, rate: f64, seconds: f64, opts: &L
         visible_p99_ms: percentile(&visible, 0.99),
         to_sink_p50_ms: percentile(&to_sink, 0.5),
         to_sink_p99_ms: percentile(&to_sink, 0.99),
-        broker_p50_ms: percentile(&broker, 0.5),
-        broker_p99_ms: percentile(&broker, 0.99),
         checkpoints: snap.checkpoints,
         checkpoint_write_max_ms: metrics.ops.checkpoint_write.snapshot().quantile(1.0).unwrap_or(0.0) * 1000.0,
     })
+}
+
+/// The broker alone at the same offered load: the generator and one reader of the input topic,
+/// no weatherflow. Its one hop (send -> fetchable) is the floor of each of a prediction's two
+/// crossings of the broker. Measured in a run of its own, because a reader of the input beside
+/// weatherflow adds a consumer's load to the broker and the 2 cores (at 60,000 rec/s it raised
+/// weatherflow's p99 from 142 to 1,450 ms).
+pub fn broker_hop(spec: &ClusterSpec, data: &Dataset, rate: f64, seconds: f64, opts: &LatencyOptions) -> Result<BrokerHopRun, String> {
+    let s = spec.settings()?;
+    let partitions = data.by_partition.len();
+    kafka::ensure_topics(&s.kafka.brokers, &Default::default(), &[&spec.features], partitions as i32, 1).map_err(|e| e.to_string())?;
+    let inputs: Arrivals = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (b, t, a, st) = (s.kafka.brokers.clone(), spec.features.clone(), inputs.clone(), stop.clone());
+        std::thread::spawn(move || read_arrivals(b, t, partitions, a, st, true))
+    };
+    let seen = || inputs.lock().map(|a| a.len() as u64).unwrap_or(0);
+    let result = generate(&s, data, rate, seconds, opts.producer_linger_ms, &seen);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    if let Ok((sent, _, _)) = &result {
+        while seen() < *sent && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    reader.join().map_err(|_| "reader panicked".to_string())??;
+    let (_, log, sent_rate) = result?;
+    let inputs = inputs.lock().map_err(|_| "poisoned".to_string())?;
+    let mut hop: Vec<f64> = log
+        .iter()
+        .filter_map(|(p, o, sent)| inputs.get(&format!("{p}:{o}")).map(|(a, _)| a.saturating_sub(*sent) as f64 / 1000.0))
+        .collect();
+    hop.sort_by(f64::total_cmp);
+    Ok(BrokerHopRun {
+        offered_rate: rate,
+        sent_rate,
+        measured: hop.len() as u64,
+        missing: log.len() as u64 - hop.len() as u64,
+        p50_ms: percentile(&hop, 0.5),
+        p99_ms: percentile(&hop, 0.99),
+        max_ms: hop.last().copied().unwrap_or(f64::NAN),
+    })
+}
+
+/// The broker's own one hop at an offered load (see [`broker_hop`]).
+#[derive(Clone, Debug, Serialize)]
+pub struct BrokerHopRun {
+    /// Offered load, records/s.
+    pub offered_rate: f64,
+    /// Load actually sent, records/s.
+    pub sent_rate: f64,
+    /// Records timed.
+    pub measured: u64,
+    /// Timed records the reader did not see.
+    pub missing: u64,
+    /// Median, ms.
+    pub p50_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// Maximum, ms.
+    pub max_ms: f64,
 }
 
 /// Sends warm-up records and waits for their predictions, then offers the rest at `rate`.
@@ -279,8 +328,7 @@ fn generate(
     rate: f64,
     seconds: f64,
     linger_ms: u64,
-    acks: &Acks,
-    metrics: &Arc<Metrics>,
+    answered: &dyn Fn() -> u64,
 ) -> Result<(u64, Vec<(i32, i64, u64)>, f64), String> {
     let mut opts = s.producer_options();
     opts.insert("linger.ms".into(), linger_ms.to_string());
@@ -317,7 +365,7 @@ fn generate(
     }
     let _ = p.flush(Duration::from_secs(30));
     let deadline = Instant::now() + Duration::from_secs(120);
-    while metrics.snapshot().predictions_acked + metrics.snapshot().dlq_acked < sent {
+    while answered() < sent {
         if Instant::now() > deadline {
             return Err("the warm-up records were not answered within 120 s".into());
         }
@@ -339,14 +387,10 @@ fn generate(
         p.poll(Duration::ZERO);
         std::thread::sleep(Duration::from_micros(300));
         if i % 2000 == 0 {
-            let snap = metrics.snapshot();
-            let seen = acks.lock().map(|a| a.len()).unwrap_or(0);
             tracing::debug!(
                 sent,
                 delivered = p.context().sent.lock().map(|v| v.len()).unwrap_or(0),
-                read = snap.records_in,
-                acked = snap.predictions_acked,
-                seen,
+                answered = answered(),
                 "bench: latency progress"
             );
         }

@@ -240,7 +240,17 @@ pub fn run(a: &BenchArgs) -> Result<Report, BenchError> {
             (None, None) => return Err(part_err("latency")("needs the e2e part in the same run, or --latency-rate".into())),
         };
         r.latency_rate = rate;
+        let opts = latency::LatencyOptions {
+            visible: a.latency_visible,
+            producer_linger_ms: a.latency_producer_linger_ms,
+        };
         for rep in 0..repeats.min(2) {
+            tracing::info!(rate, "bench: latency, the broker alone");
+            let data = base.generate((rate * a.latency_seconds) as usize + 1000, a.stations, 4);
+            let spec = spec_for(a, &format!("{}-features", unique("latency")), &work, "latency");
+            let run = latency::broker_hop(&spec, &data, rate, a.latency_seconds, &opts);
+            broker::delete_topics(&a.brokers, &[&spec.features]);
+            r.latency_broker.push(run.map_err(part_err("latency"))?);
             for &epoch_ms in &a.latency_epoch_ms {
                 for ckpt in if rep % 2 == 0 { [true, false] } else { [false, true] } {
                     tracing::info!(rate, epoch_ms, checkpoints = ckpt, "bench: latency");
@@ -251,10 +261,6 @@ pub fn run(a: &BenchArgs) -> Result<Report, BenchError> {
                     spec.checkpoint = ckpt;
                     spec.epoch_ms = epoch_ms;
                     spec.checkpoint_ms = a.checkpoint_ms.max(epoch_ms);
-                    let opts = latency::LatencyOptions {
-                        visible: a.latency_visible,
-                        producer_linger_ms: a.latency_producer_linger_ms,
-                    };
                     let run = latency::run(&spec, &data, rate, a.latency_seconds, &opts);
                     broker::delete_topics(&a.brokers, &[&spec.features, &spec.predictions, &spec.dlq]);
                     let _ = std::fs::remove_dir_all(&spec.checkpoint_dir);

@@ -213,6 +213,8 @@ pub struct Report {
     pub latency_rate: f64,
     /// Latency runs.
     pub latency: Vec<LatencyRun>,
+    /// The broker alone at the latency runs' load.
+    pub latency_broker: Vec<super::latency::BrokerHopRun>,
     /// Recovery after kill -9.
     pub recovery: Option<RecoveryReport>,
     /// Targets.
@@ -238,6 +240,7 @@ impl Report {
             e2e: None,
             latency_rate: f64::NAN,
             latency: Vec::new(),
+            latency_broker: Vec::new(),
             recovery: None,
             targets: Vec::new(),
         }
@@ -469,7 +472,7 @@ impl Report {
                 };
                 let _ = writeln!(
                     o,
-                    "epoch {:>3} ms, checkpoints {:<3}: p50 {:>6.1} ms  p90 {:>6.1}  p99 {:>6.1}  max {:>6.1}  {}| broker one hop p50 {:.1} p99 {:.1}  ({} timed, {} missing, sent {:.0} rec/s, {} checkpoints, slowest write <= {:.0} ms)",
+                    "epoch {:>3} ms, checkpoints {:<3}: p50 {:>6.1} ms  p90 {:>6.1}  p99 {:>6.1}  max {:>6.1}  {}({} timed, {} missing, sent {:.0} rec/s, {} checkpoints, slowest write <= {:.0} ms)",
                     l.epoch_ms,
                     if l.checkpoint { "on" } else { "off" },
                     l.p50_ms,
@@ -477,13 +480,18 @@ impl Report {
                     l.p99_ms,
                     l.max_ms,
                     visible,
-                    l.broker_p50_ms,
-                    l.broker_p99_ms,
                     l.measured,
                     l.missing,
                     l.sent_rate,
                     l.checkpoints,
                     l.checkpoint_write_max_ms
+                );
+            }
+            for b in &self.latency_broker {
+                let _ = writeln!(
+                    o,
+                    "broker alone (generator -> broker -> one reader, no weatherflow): one hop p50 {:.1} ms  p99 {:.1}  max {:.1}  ({} timed, {} missing, sent {:.0} rec/s)",
+                    b.p50_ms, b.p99_ms, b.max_ms, b.measured, b.missing, b.sent_rate
                 );
             }
         }
