@@ -12,11 +12,11 @@
 //! Epochs are wall-clock aligned (`unix_ms / epoch_ms`), so workers with or without partitions
 //! advance together and the frontier moves even when no data arrives. Polling is bounded per
 //! activation; the operator re-activates itself at once when it hit the bound. An idle source is
-//! woken by the consumer when a message arrives (librdkafka's queue callback), and by a timer just
-//! after the next epoch boundary (at most 5 ms), so neither a new record nor the end of an epoch
-//! waits for a polling interval. With `stop_at_end` the source finishes once every assigned partition reported its
-//! end; on shutdown it finishes at once. Either way the dataflow then drains: every record already
-//! read is processed and acknowledged before the worker exits.
+//! woken by the consumer when a message arrives (librdkafka's queue callback), and by a timer
+//! just after the next epoch boundary (at most 5 ms), so neither a new record nor the end of an
+//! epoch waits for a polling interval. With `stop_at_end` the source finishes once every assigned
+//! partition reported its end; on shutdown it finishes at once. Either way the dataflow then
+//! drains: every record already read is processed and acknowledged before the worker exits.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
