@@ -175,3 +175,48 @@ fn one_by_one_equals_two_by_two() {
         assert_eq!(x, y);
     }
 }
+
+/// The sink's acknowledgement hook (`Metrics::ack_tap`, used by the latency benchmark) is called
+/// once for every acknowledged output, with the id header that names the input it answers.
+#[test]
+fn the_ack_tap_sees_every_acknowledged_output_once() {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::{Arc, Mutex};
+    use weatherflow::config::RawConfig;
+    use weatherflow::kafka::sink::ID_HEADER;
+    use weatherflow::metrics::Metrics;
+
+    let b = brokers();
+    let t = topics("ack-tap");
+    let input = nyc(300);
+    publish(&b, &t.features, 3, &input);
+    let cfg = write_config("ack-tap", &t, &b, 1, 2, 3, &t.predictions);
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("start = \"earliest\"", "start = \"earliest\"\nstop_at_end = true");
+    let settings = RawConfig::parse(&text).unwrap().resolve("test").unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let tapped = Arc::new(Mutex::new(Vec::<String>::new()));
+    let into = tapped.clone();
+    assert!(metrics.ack_tap.set(Arc::new(move |id: &[u8]| {
+        into.lock().unwrap().push(String::from_utf8_lossy(id).into_owned());
+    })));
+    let snap = weatherflow::runner::run_process_with(&settings, 0, Arc::new(AtomicBool::new(false)), metrics).unwrap();
+    let tapped = tapped.lock().unwrap().clone();
+    assert_eq!(snap.predictions_acked as usize, input.len());
+    assert_eq!(
+        tapped.len() as u64,
+        snap.predictions_acked + snap.dlq_acked,
+        "one call per acknowledgement"
+    );
+    let published: BTreeSet<String> = read_all(&b, &t.predictions)
+        .iter()
+        .map(|m| {
+            let (_, v) = m.headers.iter().find(|(k, _)| k == ID_HEADER).expect("outputs carry their id");
+            String::from_utf8_lossy(v).into_owned()
+        })
+        .collect();
+    let tapped: BTreeSet<String> = tapped.into_iter().collect();
+    assert_eq!(tapped.len(), input.len(), "each output once");
+    assert_eq!(tapped, published, "the ids the broker holds");
+}

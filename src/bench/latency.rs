@@ -286,7 +286,11 @@ pub fn broker_hop(spec: &ClusterSpec, data: &Dataset, rate: f64, seconds: f64, o
     let inputs = inputs.lock().map_err(|_| "poisoned".to_string())?;
     let mut hop: Vec<f64> = log
         .iter()
-        .filter_map(|(p, o, sent)| inputs.get(&format!("{p}:{o}")).map(|(a, _)| a.saturating_sub(*sent) as f64 / 1000.0))
+        .filter_map(|(p, o, sent)| {
+            inputs
+                .get(&format!("{p}:{o}"))
+                .map(|(a, _)| a.saturating_sub(*sent) as f64 / 1000.0)
+        })
         .collect();
     hop.sort_by(f64::total_cmp);
     Ok(BrokerHopRun {

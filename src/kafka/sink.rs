@@ -160,7 +160,11 @@ impl ProducerContext for DeliveryContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, epoch: usize) {
         if let (Ok(m), Some(tap)) = (result, &self.tap) {
-            if let Some(id) = m.headers().and_then(|h| h.iter().find(|h| h.key == ID_HEADER)).and_then(|h| h.value) {
+            if let Some(id) = m
+                .headers()
+                .and_then(|h| h.iter().find(|h| h.key == ID_HEADER))
+                .and_then(|h| h.value)
+            {
                 tap(id);
             }
         }
