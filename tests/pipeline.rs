@@ -182,7 +182,7 @@ fn one_by_one_equals_two_by_two() {
 fn the_ack_tap_sees_every_acknowledged_output_once() {
     use std::sync::atomic::AtomicBool;
     use std::sync::{Arc, Mutex};
-    use weatherflow::config::RawConfig;
+    use weatherflow::config::{Overrides, RawConfig};
     use weatherflow::kafka::sink::ID_HEADER;
     use weatherflow::metrics::Metrics;
 
@@ -191,10 +191,12 @@ fn the_ack_tap_sees_every_acknowledged_output_once() {
     let input = nyc(300);
     publish(&b, &t.features, 3, &input);
     let cfg = write_config("ack-tap", &t, &b, 1, 2, 3, &t.predictions);
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("start = \"earliest\"", "start = \"earliest\"\nstop_at_end = true");
-    let settings = RawConfig::parse(&text).unwrap().resolve("test").unwrap();
+    let mut raw = RawConfig::parse(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    raw.apply(&Overrides {
+        stop_at_end: true, // what `--until-end` sets
+        ..Default::default()
+    });
+    let settings = raw.resolve("test").unwrap();
     let metrics = Arc::new(Metrics::default());
     let tapped = Arc::new(Mutex::new(Vec::<String>::new()));
     let into = tapped.clone();

@@ -169,6 +169,19 @@ fn read_arrivals(
     Ok(())
 }
 
+/// [`read_arrivals`] on a thread of its own.
+fn spawn_reader(
+    brokers: &str,
+    topic: &str,
+    partitions: usize,
+    arrivals: &Arrivals,
+    stop: &Arc<AtomicBool>,
+    input: bool,
+) -> std::thread::JoinHandle<Result<(), String>> {
+    let (b, t, a, st) = (brokers.to_string(), topic.to_string(), arrivals.clone(), stop.clone());
+    std::thread::spawn(move || read_arrivals(b, t, partitions, a, st, input))
+}
+
 /// Runs weatherflow (streaming) on `spec` while offering `rate` records/s of `data` for about
 /// `seconds`, and measures each record's latency.
 pub fn run(spec: &ClusterSpec, data: &Dataset, rate: f64, seconds: f64, opts: &LatencyOptions) -> Result<LatencyRun, String> {
@@ -193,20 +206,18 @@ pub fn run(spec: &ClusterSpec, data: &Dataset, rate: f64, seconds: f64, opts: &L
     };
     let arrivals: Arrivals = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
-    let reader = opts.visible.then(|| {
-        let (b, t, a, st) = (s.kafka.brokers.clone(), spec.predictions.clone(), arrivals.clone(), stop.clone());
-        std::thread::spawn(move || read_arrivals(b, t, partitions, a, st, false))
-    });
-    let answered_count = || {
+    let reader = opts
+        .visible
+        .then(|| spawn_reader(&s.kafka.brokers, &spec.predictions, partitions, &arrivals, &stop, false));
+    let answered = || {
         let snap = metrics.snapshot();
         snap.predictions_acked + snap.dlq_acked
     };
-    let result = generate(&s, data, rate, seconds, opts.producer_linger_ms, &answered_count);
+    let result = generate(&s, data, rate, seconds, opts.producer_linger_ms, &answered);
     // Let the last predictions arrive, then stop everything (the runner drains).
-    let answered = |n: u64| metrics.snapshot().predictions_acked + metrics.snapshot().dlq_acked >= n;
     let deadline = Instant::now() + Duration::from_secs(60);
     if let Ok((sent, _, _)) = &result {
-        while !answered(*sent) && Instant::now() < deadline && !runner.is_finished() {
+        while answered() < *sent && Instant::now() < deadline && !runner.is_finished() {
             std::thread::sleep(Duration::from_millis(20));
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -268,10 +279,7 @@ pub fn broker_hop(spec: &ClusterSpec, data: &Dataset, rate: f64, seconds: f64, o
     kafka::ensure_topics(&s.kafka.brokers, &Default::default(), &[&spec.features], partitions as i32, 1).map_err(|e| e.to_string())?;
     let inputs: Arrivals = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
-    let reader = {
-        let (b, t, a, st) = (s.kafka.brokers.clone(), spec.features.clone(), inputs.clone(), stop.clone());
-        std::thread::spawn(move || read_arrivals(b, t, partitions, a, st, true))
-    };
+    let reader = spawn_reader(&s.kafka.brokers, &spec.features, partitions, &inputs, &stop, true);
     let seen = || inputs.lock().map(|a| a.len() as u64).unwrap_or(0);
     let result = generate(&s, data, rate, seconds, opts.producer_linger_ms, &seen);
     let deadline = Instant::now() + Duration::from_secs(30);

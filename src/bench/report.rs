@@ -170,12 +170,12 @@ impl E2eSection {
 
     /// Median rate of `job`, records/s.
     pub fn median(&self, job: &str) -> f64 {
-        median(&self.runs.iter().filter(|r| r.job == job).map(|r| r.rate).collect::<Vec<_>>())
+        self.median_of(job, |r| r.rate)
     }
 
-    /// Median steady-state rate (10 % to 90 % acknowledged) of `job`, records/s.
-    pub fn median_steady(&self, job: &str) -> f64 {
-        median(&self.runs.iter().filter(|r| r.job == job).map(|r| r.steady_rate).collect::<Vec<_>>())
+    /// Median of `field` over the runs of `job`.
+    pub fn median_of(&self, job: &str, field: fn(&BrokerRun) -> f64) -> f64 {
+        median(&self.runs.iter().filter(|r| r.job == job).map(field).collect::<Vec<_>>())
     }
 }
 
@@ -431,13 +431,13 @@ impl Report {
                 let rate = e.median(job);
                 let runs: Vec<&BrokerRun> = e.runs.iter().filter(|r| r.job == job).collect();
                 let med = |f: fn(&BrokerRun) -> f64| median(&runs.iter().map(|r| f(r)).collect::<Vec<_>>());
-                let steady = e.median_steady(job);
+                let steady = e.median_of(job, |r| r.steady_rate);
                 let _ = writeln!(
                     o,
                     "{job:<24} {rate:>9.0} rec/s  = {:.2} x passthrough  runs: {}  steady {steady:.0} rec/s = {:.2} x  runs: {}  first ack after {:.2} s  | our CPU {:.1} us/rec, broker {:.2} cores, others {:.2} cores",
                     rate / pass,
                     list(runs.iter().map(|r| r.rate)),
-                    steady / e.median_steady("passthrough"),
+                    steady / e.median_of("passthrough", |r| r.steady_rate),
                     list(runs.iter().map(|r| r.steady_rate)),
                     med(|r| r.first_ack_s),
                     med(|r| r.cpu.self_cpu_s * 1e6 / r.records as f64),
