@@ -64,9 +64,13 @@ pub struct FeaturesParts {
 
 /// Builds the dataflow in `scope`; returns the probe whose frontier passes an epoch once every
 /// output of it has been acknowledged by the broker.
-pub fn build(scope: Scope<'_, u64>, parts: FeaturesParts) -> ProbeHandle<u64> {
+pub fn build(scope: Scope<'_, u64>, mut parts: FeaturesParts) -> ProbeHandle<u64> {
     let acked = ProbeHandle::new();
     let m = parts.metrics;
+    // No in-flight bound here: an observation is answered only when its window closes, which
+    // takes reading further (the watermark moves with what is read), so a bound could stall the
+    // stage. Its memory is bounded by the open windows instead.
+    parts.source.max_in_flight = 0;
     let input = kafka_source(
         scope,
         parts.source,

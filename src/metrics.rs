@@ -31,6 +31,9 @@ pub struct Metrics {
     pub checkpoints: AtomicU64,
     /// Source activations that did not read because checkpoints lagged (backpressure).
     pub source_gated: AtomicU64,
+    /// Source activations that did not read because `source.max_in_flight` records were read and
+    /// not yet acknowledged (backpressure from the sink and the broker).
+    pub source_throttled: AtomicU64,
     /// Features stage: observations refused as late (their window was already emitted).
     pub rejected_late: AtomicU64,
     /// Features stage: feature records emitted (one per station-window).

@@ -112,6 +112,12 @@ fn float(o: &mut Vec<u8>, x: f64) {
 fn time(o: &mut Vec<u8>, t: &DateTime<Utc>) {
     let mut buf = [0u8; 30];
     match crate::utc_json::format(t, &mut buf) {
+        // Whole seconds, the usual case: a copy of known length (inlined, no memcpy call).
+        Some(20) => {
+            o.push(b'"');
+            o.extend_from_slice(&buf[..20]);
+            o.push(b'"');
+        }
         Some(n) => {
             o.push(b'"');
             o.extend_from_slice(&buf[..n]);
@@ -124,6 +130,10 @@ fn time(o: &mut Vec<u8>, t: &DateTime<Utc>) {
 }
 
 fn integer(o: &mut Vec<u8>, mut v: u64) {
+    if v < 10 {
+        o.push(b'0' + v as u8);
+        return;
+    }
     let mut buf = [0u8; 20];
     let mut i = buf.len();
     loop {
@@ -134,7 +144,25 @@ fn integer(o: &mut Vec<u8>, mut v: u64) {
             break;
         }
     }
-    o.extend_from_slice(&buf[i..]);
+    // Byte by byte: the numbers are short, and a copy of variable length is a memcpy call.
+    for b in &buf[i..] {
+        o.push(*b);
+    }
+}
+
+/// `x.round() as i64` for `|x| < 2^52`, without a call to libm's `round` (not inlined on the
+/// baseline x86-64 target): the fraction `x - trunc(x)` is exact in that range, so comparing it
+/// with 0.5 rounds half away from zero exactly as `round` does.
+fn round_small(x: f64) -> i64 {
+    let t = x as i64;
+    let frac = x - t as f64;
+    if frac >= 0.5 {
+        t + 1
+    } else if frac <= -0.5 {
+        t - 1
+    } else {
+        t
+    }
 }
 
 fn signed(o: &mut Vec<u8>, v: i64) {
@@ -155,7 +183,7 @@ fn centi(o: &mut Vec<u8>, x: Option<f64>) {
         // Beyond any temperature; keep the general path (ryu) for exactness.
         return float(o, round_centi(v));
     }
-    let k = (v * 100.0).round() as i64;
+    let k = round_small(v * 100.0);
     if k < 0 {
         o.push(b'-');
     }
@@ -174,6 +202,29 @@ mod tests {
     use super::*;
     use crate::contract::{Anomaly, ForecastPoint, ModelNames};
     use chrono::TimeZone;
+
+    #[test]
+    fn round_small_is_round() {
+        let mut x = 7u64;
+        let mut values = vec![
+            0.5,
+            -0.5,
+            1.5,
+            -1.5,
+            2.5,
+            0.49999999999999994,
+            -0.49999999999999994,
+            1e13 + 0.5,
+            -0.0,
+        ];
+        for _ in 0..100_000 {
+            values.push(((xorshift(&mut x) >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * 2e5);
+            values.push((xorshift(&mut x) % 2_000_001) as f64 / 2.0 - 500_000.0);
+        }
+        for v in values {
+            assert_eq!(round_small(v), v.round() as i64, "{v}");
+        }
+    }
 
     fn xorshift(x: &mut u64) -> u64 {
         *x ^= *x << 13;

@@ -119,6 +119,7 @@ impl StageIo {
             source: KafkaSourceSpec {
                 topic: spec.input.to_string(),
                 max_poll_records: s.source.max_poll_records,
+                max_in_flight: s.source.max_in_flight,
                 start: s.source.start,
                 stop_at_end: s.source.stop_at_end,
                 epoch_ms: s.dataflow.epoch_ms,

@@ -222,3 +222,41 @@ fn the_ack_tap_sees_every_acknowledged_output_once() {
     assert_eq!(tapped.len(), input.len(), "each output once");
     assert_eq!(tapped, published, "the ids the broker holds");
 }
+
+/// `source.max_in_flight` pauses reading while that many records await their acknowledged
+/// outputs; every record is still answered exactly once.
+#[test]
+fn a_bounded_source_pauses_and_still_answers_every_record_once() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use weatherflow::config::{Overrides, RawConfig};
+    use weatherflow::kafka::sink::ID_HEADER;
+    use weatherflow::metrics::Metrics;
+
+    let b = brokers();
+    let t = topics("in-flight");
+    let input = nyc(300);
+    publish(&b, &t.features, 3, &input);
+    let cfg = write_config("in-flight", &t, &b, 1, 2, 3, &t.predictions);
+    let mut raw = RawConfig::parse(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    raw.apply(&Overrides {
+        stop_at_end: true,
+        ..Default::default()
+    });
+    let mut settings = raw.resolve("test").unwrap();
+    settings.source.max_in_flight = 40;
+    let metrics = Arc::new(Metrics::default());
+    let snap = weatherflow::runner::run_process_with(&settings, 0, Arc::new(AtomicBool::new(false)), metrics.clone()).unwrap();
+    assert!(metrics.source_throttled.load(Ordering::Relaxed) > 0, "the bound was reached");
+    assert_eq!(snap.predictions_acked as usize + snap.dlq_acked as usize, input.len());
+    let published = read_all(&b, &t.predictions);
+    let ids: BTreeSet<String> = published
+        .iter()
+        .map(|m| {
+            let (_, v) = m.headers.iter().find(|(k, _)| k == ID_HEADER).expect("outputs carry their id");
+            String::from_utf8_lossy(v).into_owned()
+        })
+        .collect();
+    assert_eq!(published.len(), snap.predictions_acked as usize, "no duplicates");
+    assert_eq!(ids.len(), published.len(), "each input answered once");
+}

@@ -51,6 +51,8 @@ pub struct ClusterSpec {
     pub restart: bool,
     /// Stop once the input is read to its end.
     pub stop_at_end: bool,
+    /// `source.max_in_flight` (`None`: weatherflow's default).
+    pub max_in_flight: Option<usize>,
     /// Consumer group.
     pub group: String,
     /// Extra librdkafka consumer options (`[kafka.consumer]`).
@@ -78,6 +80,7 @@ impl ClusterSpec {
             models_dir: work.join("no-models"),
             restart: false,
             stop_at_end: true,
+            max_in_flight: None,
             group: format!("{u}-group"),
             consumer: Vec::new(),
             producer: Vec::new(),
@@ -96,7 +99,7 @@ impl ClusterSpec {
             "[cluster]\nprocesses = [{}]\nworkers = {}\non_failure = {}\nmax_restarts = 1000\n\
              [kafka]\nbrokers = {}\ngroup_id = {}\n\
              [topics]\nfeatures = {}\npredictions = {}\ndlq = {}\npartitions = {}\n\
-             [source]\nstart = \"earliest\"\nstop_at_end = {}\n\
+             [source]\nstart = \"earliest\"\nstop_at_end = {}\n{}\
              [dataflow]\nepoch_ms = {}\nlog_every_s = 0\n\
              [models]\ndir = {}\n\
              [checkpoint]\nenabled = {}\ndir = {}\ninterval_ms = {}\n",
@@ -110,6 +113,7 @@ impl ClusterSpec {
             quote(&self.dlq),
             self.partitions,
             self.stop_at_end,
+            self.max_in_flight.map(|n| format!("max_in_flight = {n}\n")).unwrap_or_default(),
             self.epoch_ms,
             quote(&self.models_dir.display().to_string()),
             self.checkpoint,

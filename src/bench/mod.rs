@@ -134,6 +134,9 @@ pub struct BenchArgs {
     /// Checkpoint interval (ms) of the runs with checkpoints.
     #[arg(long, default_value_t = 1000)]
     pub checkpoint_ms: u64,
+    /// `source.max_in_flight` of the runs through the broker (default: weatherflow's default).
+    #[arg(long)]
+    pub max_in_flight: Option<usize>,
     /// librdkafka consumer option KEY=VALUE for every run through the broker (repeatable).
     #[arg(long = "consumer-option", value_parser = key_value)]
     pub consumer_options: Vec<(String, String)>,
@@ -192,6 +195,7 @@ fn spec_for(a: &BenchArgs, features: &str, work: &std::path::Path, tag: &str) ->
     s.producer = a.producer_options.clone();
     s.checkpoint_ms = a.checkpoint_ms;
     s.epoch_ms = a.epoch_ms;
+    s.max_in_flight = a.max_in_flight;
     s
 }
 

@@ -261,6 +261,11 @@ pub struct SourceSection {
     pub stop_at_end: bool,
     /// How often (ms) partition counts are re-read, so added partitions are picked up.
     pub metadata_refresh_ms: u64,
+    /// Inference stage: most records one worker keeps read but not yet answered (outputs
+    /// acknowledged by the broker); at this bound the source stops reading until acknowledgements catch up, which
+    /// bounds memory when a backlog is read. 0 = no bound. Records of an epoch are answered only
+    /// after it ends, so keep it above what a worker reads in two epochs at the rate you need.
+    pub max_in_flight: usize,
 }
 
 impl Default for SourceSection {
@@ -270,6 +275,7 @@ impl Default for SourceSection {
             start: StartFrom::Committed,
             stop_at_end: false,
             metadata_refresh_ms: 30_000,
+            max_in_flight: 50_000,
         }
     }
 }

@@ -59,9 +59,26 @@ pub enum OutTopic {
 }
 
 impl OutTopic {
+    const ALL: [OutTopic; 4] = [OutTopic::Predictions, OutTopic::Dlq, OutTopic::Features, OutTopic::Late];
+
     fn salt(self) -> u64 {
         self as u64 * 7919
     }
+}
+
+// A delivery's opaque value carries the record's epoch and its topic kind (two top bits), so an
+// acknowledgement is handled without reading the topic name back from librdkafka.
+const _: () = assert!(usize::BITS == 64, "the delivery opaque packs 64 bits");
+const KIND_SHIFT: u32 = 62;
+const EPOCH_MASK: u64 = (1 << KIND_SHIFT) - 1;
+
+fn pack_opaque(epoch: u64, kind: OutTopic) -> usize {
+    (epoch.min(EPOCH_MASK) | (kind as u64) << KIND_SHIFT) as usize
+}
+
+fn unpack_opaque(opaque: usize) -> (u64, OutTopic) {
+    let v = opaque as u64;
+    (v & EPOCH_MASK, OutTopic::ALL[(v >> KIND_SHIFT) as usize])
 }
 
 /// One record to produce.
@@ -96,16 +113,15 @@ impl SinkTopics {
         self.topics.get(&t).map(|(n, _)| n.as_str()).unwrap_or("unconfigured-topic")
     }
 
-    /// The kind of the configured topic called `name`.
-    fn kind(&self, name: &str) -> Option<OutTopic> {
-        self.topics.iter().find(|(_, (n, _))| n == name).map(|(t, _)| *t)
-    }
-
     /// The partition of a record: a fixed hash of its key (or its id when it has no key).
     pub fn partition(&self, r: &OutRecord) -> i32 {
         let n = self.topics.get(&r.topic).map(|(_, p)| *p).unwrap_or(1);
         let h = match &r.key {
-            Some(k) => station_hash(&String::from_utf8_lossy(k)),
+            // A UTF-8 key hashes its bytes; any other key its lossy text, as it always did.
+            Some(k) => match std::str::from_utf8(k) {
+                Ok(text) => station_hash(text),
+                Err(_) => station_hash(&String::from_utf8_lossy(k)),
+            },
             None => station_hash(&r.id),
         };
         (h % n as u64) as i32
@@ -133,7 +149,7 @@ impl SinkTopics {
 /// A delivery report, collected by the producer context and handled by the operator.
 struct Delivery {
     epoch: u64,
-    topic: String,
+    kind: OutTopic,
     partition: i32,
     offset: i64,
     failed: Option<(KafkaError, FailedRecord)>,
@@ -158,7 +174,8 @@ impl ClientContext for DeliveryContext {}
 impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, epoch: usize) {
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
+        let (epoch, kind) = unpack_opaque(opaque);
         if let (Ok(m), Some(tap)) = (result, &self.tap) {
             if let Some(id) = m
                 .headers()
@@ -170,8 +187,8 @@ impl ProducerContext for DeliveryContext {
         }
         let report = match result {
             Ok(m) => Delivery {
-                epoch: epoch as u64,
-                topic: m.topic().to_string(),
+                epoch,
+                kind,
                 partition: m.partition(),
                 offset: m.offset(),
                 failed: None,
@@ -187,8 +204,8 @@ impl ProducerContext for DeliveryContext {
                     .unwrap_or_default();
                 let payload = m.payload().map(<[u8]>::to_vec).unwrap_or_default();
                 Delivery {
-                    epoch: epoch as u64,
-                    topic: m.topic().to_string(),
+                    epoch,
+                    kind,
                     partition: m.partition(),
                     offset: -1,
                     failed: Some((e.clone(), (payload, m.key().map(<[u8]>::to_vec), headers))),
@@ -220,8 +237,8 @@ pub fn delivery_producer(
 pub struct SinkProgress {
     /// topic -> partition -> offset after the last acknowledged record of checkpointed epochs.
     base: BTreeMap<String, BTreeMap<i32, i64>>,
-    /// epoch -> (topic, partition) -> highest acknowledged offset of that epoch's records.
-    by_epoch: BTreeMap<u64, BTreeMap<(String, i32), i64>>,
+    /// epoch -> topic -> partition -> highest acknowledged offset of that epoch's records.
+    by_epoch: BTreeMap<u64, BTreeMap<String, BTreeMap<i32, i64>>>,
 }
 
 impl SinkProgress {
@@ -237,12 +254,26 @@ impl SinkProgress {
     pub fn as_of(&self, epoch: u64) -> BTreeMap<String, BTreeMap<i32, i64>> {
         let mut out = self.base.clone();
         for (_, m) in self.by_epoch.range(..=epoch) {
-            for ((t, p), o) in m {
-                let e = out.entry(t.clone()).or_default().entry(*p).or_insert(o + 1);
-                *e = (*e).max(o + 1);
+            for (t, offsets) in m {
+                let positions = out.entry(t.clone()).or_default();
+                for (p, o) in offsets {
+                    let e = positions.entry(*p).or_insert(o + 1);
+                    *e = (*e).max(o + 1);
+                }
             }
         }
         out
+    }
+
+    /// Notes that the records of `epoch` up to `offset` in `topic`/`partition` were acknowledged.
+    fn acked(&mut self, epoch: u64, topic: &str, partition: i32, offset: i64) {
+        let topics = self.by_epoch.entry(epoch).or_default();
+        let offsets = match topics.get_mut(topic) {
+            Some(o) => o,
+            None => topics.entry(topic.to_string()).or_default(),
+        };
+        let slot = offsets.entry(partition).or_insert(offset);
+        *slot = (*slot).max(offset);
     }
 
     /// Folds epochs `<= epoch` into the base once their checkpoint is durable.
@@ -298,6 +329,7 @@ impl<'s> KafkaSink<'s> for StreamVec<'s, u64, OutRecord> {
             let mut backlog: VecDeque<Queued> = VecDeque::new();
             let mut failed: Vec<Queued> = Vec::new();
             let mut last_log = Instant::now() - Duration::from_secs(60);
+            let mut id = String::new(); // the id header's value, reused
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, data| {
                     let Some(time) = cap.least().copied() else { return };
@@ -323,7 +355,7 @@ impl<'s> KafkaSink<'s> for StreamVec<'s, u64, OutRecord> {
                     }
                     let (epoch, records) = e.remove_entry();
                     for record in records {
-                        if published.remove(&record.id) {
+                        if !published.is_empty() && published.remove(&record.id) {
                             metrics.dedup_skipped.fetch_add(1, Ordering::Relaxed);
                             if let Some(o) = open.get_mut(&epoch) {
                                 o.1 -= 1;
@@ -337,30 +369,27 @@ impl<'s> KafkaSink<'s> for StreamVec<'s, u64, OutRecord> {
 
                 producer.poll(Duration::ZERO);
                 let reports = producer.context().reports.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default();
+                // Consecutive acknowledgements of one epoch and partition are booked as one run.
+                let mut run: Option<AckRun> = None;
                 for d in reports {
                     match d.failed {
                         None => {
                             if let Some(e) = open.get_mut(&d.epoch) {
                                 e.1 = e.1.saturating_sub(1);
                             }
-                            {
-                                let mut prog = progress.borrow_mut();
-                                let slot = prog.by_epoch.entry(d.epoch).or_default().entry((d.topic.clone(), d.partition)).or_insert(d.offset);
-                                *slot = (*slot).max(d.offset);
+                            match &mut run {
+                                Some(r) if r.extends(&d) => r.add(d.offset),
+                                _ => {
+                                    if let Some(r) = run.replace(AckRun::start(&d)) {
+                                        r.book(&topics, &progress, &metrics);
+                                    }
+                                }
                             }
-                            let counter = match topics.kind(&d.topic) {
-                                Some(OutTopic::Dlq) => &metrics.dlq_acked,
-                                Some(OutTopic::Features) => &metrics.features_acked,
-                                Some(OutTopic::Late) => &metrics.late_acked,
-                                _ => &metrics.predictions_acked,
-                            };
-                            counter.fetch_add(1, Ordering::Relaxed);
-                            metrics.ops.acked(topics.kind(&d.topic), &d.topic, d.partition, d.epoch); // per partition, latency (crate::ops)
                         }
                         Some((err, (payload, key, headers))) => {
                             metrics.delivery_retries.fetch_add(1, Ordering::Relaxed);
                             if last_log.elapsed() > Duration::from_secs(5) {
-                                tracing::error!(worker, epoch = d.epoch, topic = %d.topic, partition = d.partition, error = %err, "delivery failed; re-queued (records are never dropped)");
+                                tracing::error!(worker, epoch = d.epoch, topic = %topics.name(d.kind), partition = d.partition, error = %err, "delivery failed; re-queued (records are never dropped)");
                                 last_log = Instant::now();
                             }
                             let id = headers
@@ -370,11 +399,13 @@ impl<'s> KafkaSink<'s> for StreamVec<'s, u64, OutRecord> {
                                 .map(|v| v.split_once('/').map(|(_, id)| id.to_string()).unwrap_or(v))
                                 .unwrap_or_default();
                             let headers = headers.into_iter().filter(|(k, _)| k != ID_HEADER).collect();
-                            let topic = topics.kind(&d.topic).unwrap_or(OutTopic::Predictions);
-                            let record = OutRecord { topic, id, key, payload, headers };
+                            let record = OutRecord { topic: d.kind, id, key, payload, headers };
                             failed.push(Queued { epoch: d.epoch, record, partition: d.partition, attempts: 1, not_before: Some(Instant::now() + backoff(1)) });
                         }
                     }
+                }
+                if let Some(r) = run {
+                    r.book(&topics, &progress, &metrics);
                 }
                 // Failed deliveries go back to the front, in their original order, so a
                 // partition's records stay in epoch order.
@@ -390,13 +421,16 @@ impl<'s> KafkaSink<'s> for StreamVec<'s, u64, OutRecord> {
                         break;
                     }
                     let mut headers = OwnedHeaders::new_with_capacity(q.record.headers.len() + 1);
-                    let id = format!("{lineage}/{}", q.record.id);
+                    id.clear();
+                    id.push_str(&lineage);
+                    id.push('/');
+                    id.push_str(&q.record.id);
                     headers = headers.insert(Header { key: ID_HEADER, value: Some(id.as_bytes()) });
                     for (k, v) in &q.record.headers {
                         headers = headers.insert(Header { key: k, value: Some(v) });
                     }
                     let mut rec: BaseRecord<'_, [u8], [u8], usize> =
-                        BaseRecord::with_opaque_to(topics.name(q.record.topic), q.epoch as usize).partition(q.partition).payload(&q.record.payload[..]).headers(headers);
+                        BaseRecord::with_opaque_to(topics.name(q.record.topic), pack_opaque(q.epoch, q.record.topic)).partition(q.partition).payload(&q.record.payload[..]).headers(headers);
                     if let Some(k) = &q.record.key {
                         rec = rec.key(&k[..]);
                     }
@@ -430,6 +464,51 @@ impl<'s> KafkaSink<'s> for StreamVec<'s, u64, OutRecord> {
                 }
             }
         })
+    }
+}
+
+/// Acknowledgements of consecutive records of one epoch, topic and partition.
+struct AckRun {
+    epoch: u64,
+    kind: OutTopic,
+    partition: i32,
+    offset: i64,
+    n: u64,
+}
+
+impl AckRun {
+    fn start(d: &Delivery) -> Self {
+        AckRun {
+            epoch: d.epoch,
+            kind: d.kind,
+            partition: d.partition,
+            offset: d.offset,
+            n: 1,
+        }
+    }
+
+    fn extends(&self, d: &Delivery) -> bool {
+        (self.epoch, self.kind, self.partition) == (d.epoch, d.kind, d.partition)
+    }
+
+    fn add(&mut self, offset: i64) {
+        self.offset = self.offset.max(offset);
+        self.n += 1;
+    }
+
+    /// Output positions for checkpoints, the acknowledgement counters and the per-partition
+    /// metrics (`crate::ops`: counts and latency).
+    fn book(self, topics: &SinkTopics, progress: &RefCell<SinkProgress>, metrics: &Metrics) {
+        let name = topics.name(self.kind);
+        progress.borrow_mut().acked(self.epoch, name, self.partition, self.offset);
+        let counter = match self.kind {
+            OutTopic::Dlq => &metrics.dlq_acked,
+            OutTopic::Features => &metrics.features_acked,
+            OutTopic::Late => &metrics.late_acked,
+            OutTopic::Predictions => &metrics.predictions_acked,
+        };
+        counter.fetch_add(self.n, Ordering::Relaxed);
+        metrics.ops.acked(Some(self.kind), name, self.partition, self.epoch, self.n);
     }
 }
 
@@ -487,4 +566,52 @@ pub fn published_ids(
     }
     consumer.unassign().map_err(super::client_err("unassign"))?;
     Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_delivery_opaque_carries_epoch_and_topic_kind() {
+        for kind in OutTopic::ALL {
+            for epoch in [0, 1, 17_643_000_000_000 / 100, EPOCH_MASK] {
+                assert_eq!(unpack_opaque(pack_opaque(epoch, kind)), (epoch, kind));
+            }
+        }
+    }
+
+    #[test]
+    fn output_positions_are_the_offset_after_the_highest_acknowledged_record_per_epoch() {
+        let mut base = BTreeMap::new();
+        base.insert("out".to_string(), BTreeMap::from([(0, 10)]));
+        let mut p = SinkProgress::restored(base);
+        p.acked(5, "out", 0, 12);
+        p.acked(5, "out", 0, 11);
+        p.acked(5, "dlq", 1, 3);
+        p.acked(6, "out", 0, 20);
+        assert_eq!(p.as_of(4)["out"][&0], 10);
+        assert_eq!(p.as_of(5)["out"][&0], 13);
+        assert_eq!(p.as_of(5)["dlq"][&1], 4);
+        assert_eq!(p.as_of(6)["out"][&0], 21);
+        p.fold_through(5);
+        assert_eq!(p.as_of(5)["out"][&0], 13);
+        assert_eq!(p.as_of(u64::MAX)["out"][&0], 21);
+    }
+
+    #[test]
+    fn a_key_that_is_not_utf8_keeps_its_partition() {
+        let topics = SinkTopics::default().with(OutTopic::Dlq, "dlq", 8);
+        let rec = |key: &[u8]| OutRecord {
+            topic: OutTopic::Dlq,
+            id: "0:1".into(),
+            key: Some(key.to_vec()),
+            payload: Vec::new(),
+            headers: Vec::new(),
+        };
+        let lossy = |key: &[u8]| (station_hash(&String::from_utf8_lossy(key)) % 8) as i32;
+        for key in [&b"KNYC"[..], &b"\xff\xfeA"[..], &[0xff, 0x41, 0xc3][..], &b""[..]] {
+            assert_eq!(topics.partition(&rec(key)), lossy(key), "{key:?}");
+        }
+    }
 }

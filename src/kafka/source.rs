@@ -14,7 +14,9 @@
 //! activation; the operator re-activates itself at once when it hit the bound. An idle source is
 //! woken by the consumer when a message arrives (librdkafka's queue callback), and by a timer
 //! just after the next epoch boundary (at most 5 ms), so neither a new record nor the end of an
-//! epoch waits for a polling interval. With `stop_at_end` the source finishes once every assigned
+//! epoch waits for a polling interval. Reading pauses while `max_in_flight` records read by this
+//! worker await their acknowledged outputs ([`InFlight`]; inference stage) and beyond the
+//! checkpoint gate ([`Gate`]). With `stop_at_end` the source finishes once every assigned
 //! partition reported its end; on shutdown it finishes at once. Either way the dataflow then
 //! drains: every record already read is processed and acknowledged before the worker exits.
 
@@ -56,6 +58,8 @@ pub struct KafkaSourceSpec {
     pub topic: String,
     /// Most messages per activation.
     pub max_poll_records: usize,
+    /// Most records read and not yet answered (0 = no bound): see [`InFlight`].
+    pub max_in_flight: usize,
     /// Where partitions without a known position start.
     pub start: StartFrom,
     /// Finish when all assigned partitions are at their end.
@@ -280,6 +284,101 @@ impl PartitionReader {
     }
 }
 
+/// How soon a source paused by `max_in_flight` looks again.
+const THROTTLED_POLL: Duration = Duration::from_millis(1);
+
+/// Records this worker read and whose outputs are not yet all acknowledged, by epoch: the
+/// source's bound on memory under a backlog (`source.max_in_flight`). An epoch counts until the
+/// acknowledgement probe passes it, so the count is exact at epoch granularity.
+#[derive(Debug, Default)]
+struct InFlight {
+    epochs: std::collections::VecDeque<(u64, usize)>,
+    total: usize,
+}
+
+impl InFlight {
+    /// Forgets epochs the acknowledgement frontier has passed.
+    fn answered(&mut self, acked: &ProbeHandle<u64>) {
+        self.answered_where(|e| !acked.less_equal(e));
+    }
+
+    fn answered_where(&mut self, passed: impl Fn(&u64) -> bool) {
+        while let Some((e, n)) = self.epochs.front() {
+            if !passed(e) {
+                break;
+            }
+            self.total -= n;
+            self.epochs.pop_front();
+        }
+    }
+
+    /// How many records may be read now: at most `per_poll`, and none past `max` (0 = no bound).
+    fn budget(&self, max: usize, per_poll: usize) -> usize {
+        if max == 0 {
+            per_poll
+        } else {
+            per_poll.min(max.saturating_sub(self.total))
+        }
+    }
+
+    fn read(&mut self, epoch: u64, n: usize) {
+        if n == 0 {
+            return;
+        }
+        match self.epochs.back_mut() {
+            Some((e, count)) if *e == epoch => *count += n,
+            _ => self.epochs.push_back((epoch, n)),
+        }
+        self.total += n;
+    }
+}
+
+/// What one activation read, per partition: the reader's positions and the shared counters are
+/// updated once per partition and activation rather than once per record.
+#[derive(Debug, Default)]
+struct PollBatch {
+    /// (partition, last offset read) not yet applied to the reader.
+    unapplied: Vec<(i32, i64)>,
+    /// (partition, records read) not yet added to the counters.
+    uncounted: Vec<(i32, u64)>,
+}
+
+impl PollBatch {
+    fn note(&mut self, partition: i32, offset: i64) {
+        match self.unapplied.iter_mut().find(|(p, _)| *p == partition) {
+            Some(slot) => slot.1 = offset,
+            None => self.unapplied.push((partition, offset)),
+        }
+        match self.uncounted.iter_mut().find(|(p, _)| *p == partition) {
+            Some(slot) => slot.1 += 1,
+            None => self.uncounted.push((partition, 1)),
+        }
+    }
+
+    /// Moves the reader's positions past what was read, in `epoch` (before an end-of-partition
+    /// event of the same partition is applied, so the event wins over the messages before it).
+    fn apply(&mut self, reader: &mut PartitionReader, epoch: u64) {
+        if self.unapplied.is_empty() {
+            return;
+        }
+        let pending = reader.pending.entry(epoch).or_default();
+        for (p, o) in &self.unapplied {
+            pending.insert(*p, o + 1);
+        }
+        for (p, o) in self.unapplied.drain(..) {
+            reader.next.insert(p, Some(o + 1));
+            reader.at_end.insert(p, false);
+        }
+    }
+
+    fn count(&mut self, metrics: &Metrics, worker: usize, topic: &str) {
+        for (p, n) in self.uncounted.drain(..) {
+            metrics.records_in.fetch_add(n, Ordering::Relaxed);
+            metrics.ops.records_in(worker, topic, p, n);
+        }
+    }
+}
+
 /// Flow control between the source and the checkpoint writer: the source reads no epoch beyond
 /// `limit` (the last durable checkpoint plus the allowed lead).
 #[derive(Clone, Debug)]
@@ -315,6 +414,8 @@ pub fn kafka_source<'s>(
         let worker = scope.index();
         let mut last_error_log = Instant::now() - Duration::from_secs(60);
         let mut suppressed_errors = 0u64;
+        let mut read = PollBatch::default();
+        let mut in_flight = InFlight::default();
         move |output| {
             let Some(c) = cap.as_mut() else { return };
             let mut reader = reader.borrow_mut();
@@ -328,9 +429,15 @@ pub fn kafka_source<'s>(
             if gated {
                 metrics.source_gated.fetch_add(1, Ordering::Relaxed);
             }
+            in_flight.answered(&acked);
+            let budget = in_flight.budget(spec.max_in_flight, spec.max_poll_records);
+            let throttled = !gated && budget == 0;
+            if throttled {
+                metrics.source_throttled.fetch_add(1, Ordering::Relaxed);
+            }
             {
                 let mut session = output.session(&*c);
-                while !gated && polled < spec.max_poll_records {
+                while !gated && polled < budget {
                     match reader.consumer.poll(Duration::ZERO) {
                         None => break,
                         Some(Ok(m)) => {
@@ -342,14 +449,11 @@ pub fn kafka_source<'s>(
                                 key: m.key().map(<[u8]>::to_vec),
                                 payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
                             });
-                            metrics.records_in.fetch_add(1, Ordering::Relaxed);
-                            metrics.ops.record_in(worker, &spec.topic, p); // per-partition count (crate::ops)
                             drop(m);
-                            reader.next.insert(p, Some(o + 1));
-                            reader.at_end.insert(p, false);
-                            reader.pending.entry(epoch).or_default().insert(p, o + 1);
+                            read.note(p, o);
                         }
                         Some(Err(KafkaError::PartitionEOF(p))) => {
+                            read.apply(&mut reader, epoch);
                             reader.at_end.insert(p, true);
                         }
                         Some(Err(e)) => {
@@ -366,6 +470,9 @@ pub fn kafka_source<'s>(
                     }
                 }
             }
+            read.apply(&mut reader, epoch);
+            read.count(&metrics, worker, &spec.topic); // per-partition counts (crate::ops)
+            in_flight.read(epoch, polled);
             metrics.ops.sample_lag(worker, &spec.topic, &reader); // consumer lag (crate::ops)
             if !checkpointing {
                 reader.fold_acknowledged(&acked);
@@ -377,6 +484,8 @@ pub fn kafka_source<'s>(
                 cap = None;
             } else if polled >= spec.max_poll_records {
                 activator.activate();
+            } else if throttled {
+                activator.activate_after(THROTTLED_POLL);
             } else {
                 activator.activate_after(idle_delay(spec.epoch_ms, SystemTime::now()));
             }
@@ -387,6 +496,26 @@ pub fn kafka_source<'s>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn in_flight_records_bound_reading_until_their_epoch_is_answered() {
+        let mut f = InFlight::default();
+        assert_eq!(f.budget(0, 1000), 1000, "0 = no bound");
+        assert_eq!(f.budget(2500, 1000), 1000);
+        f.read(7, 1000);
+        f.read(7, 1000);
+        f.read(8, 400);
+        assert_eq!(f.budget(2500, 1000), 100);
+        f.read(8, 100);
+        assert_eq!(f.budget(2500, 1000), 0, "at the bound");
+        f.answered_where(|e| *e < 7);
+        assert_eq!(f.budget(2500, 1000), 0, "epoch 7 not answered yet");
+        f.answered_where(|e| *e < 8);
+        assert_eq!(f.budget(2500, 1000), 1000, "epoch 7's 2000 records answered");
+        assert_eq!(f.total, 500);
+        f.answered_where(|_| true);
+        assert_eq!((f.total, f.epochs.len()), (0, 0));
+    }
 
     #[test]
     fn an_idle_source_wakes_just_after_the_next_epoch_boundary_or_after_the_idle_poll() {

@@ -3,16 +3,18 @@
 //! and read by [`super::prometheus`] (`/metrics`) and [`super::status`] (`/api/status`).
 //!
 //! ```text
-//!   KafkaSource  ── record_in(worker, topic, p) ─────────────┐
+//!   KafkaSource  ── records_in(worker, topic, p, n) ─────────┐
 //!   KafkaSource  ── sample_lag(worker, topic, reader) ───────┤  lag = high watermark of the last fetch
-//!   KafkaSink    ── acked(kind, topic, p, epoch) ────────────┤        response − next offset to read
+//!   KafkaSink    ── acked(kind, topic, p, epoch, n) ─────────┤        response − next offset to read
 //!   Checkpointer ── checkpoint_written(worker, epoch, took) ─┼──> OpsMetrics ──> /metrics, /api/status
 //!   worker loop  ── epoch_completed(delay)                   │
 //!   timely log   ── park / unpark (load) ────────────────────┘
 //! ```
 //!
 //! Every hot-path update is a read lock plus an atomic add: partitions and workers are created
-//! on first sight under the write lock, never removed.
+//! on first sight under the write lock, never removed. The source and sink call these once per
+//! poll batch and partition (with a count), not once per record: the lock and counters are shared
+//! by the workers, and per-record updates made their cores contend for the same cache lines.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::CString;
@@ -70,11 +72,16 @@ impl Histogram {
 
     /// Records one observation of `seconds` (negative values count as 0).
     pub fn observe(&self, seconds: f64) {
+        self.observe_n(seconds, 1);
+    }
+
+    /// Records `n` observations of the same `seconds`.
+    pub fn observe_n(&self, seconds: f64, n: u64) {
         let s = if seconds.is_finite() { seconds.max(0.0) } else { 0.0 };
         let i = self.bounds.iter().position(|b| s <= *b).unwrap_or(self.bounds.len());
-        self.counts[i].fetch_add(1, Ordering::Relaxed);
-        self.sum_micros.fetch_add((s * 1e6).round() as u64, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
+        self.counts[i].fetch_add(n, Ordering::Relaxed);
+        self.sum_micros.fetch_add((s * 1e6).round() as u64 * n, Ordering::Relaxed);
+        self.count.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Reads the histogram.
@@ -285,24 +292,25 @@ impl OpsMetrics {
         f(&v[p]);
     }
 
-    /// One message read from `topic`/`partition` by `worker`.
-    pub fn record_in(&self, worker: usize, topic: &str, partition: i32) {
+    /// `n` messages read from `topic`/`partition` by `worker` (callers count per poll batch, not
+    /// per record: the counters are shared between workers).
+    pub fn records_in(&self, worker: usize, topic: &str, partition: i32, n: u64) {
         self.with_partition(topic, partition, |s| {
-            s.records_in.fetch_add(1, Ordering::Relaxed);
+            s.records_in.fetch_add(n, Ordering::Relaxed);
             s.worker.store(worker as i64, Ordering::Relaxed);
         });
     }
 
-    /// One record acknowledged into `topic`/`partition`; it was read in `epoch`, so its
+    /// `n` records acknowledged into `topic`/`partition`; they were read in `epoch`, so their
     /// end-to-end latency is measured from that epoch's start (resolution: one epoch).
-    pub fn acked(&self, kind: Option<OutTopic>, topic: &str, partition: i32, epoch: u64) {
+    pub fn acked(&self, kind: Option<OutTopic>, topic: &str, partition: i32, epoch: u64, n: u64) {
         let k = match kind {
             Some(OutTopic::Dlq) => OutKind::Dlq,
             Some(OutTopic::Late) => OutKind::Late,
             _ => OutKind::Out,
         };
         self.with_partition(topic, partition, |s| {
-            s.acked.fetch_add(1, Ordering::Relaxed);
+            s.acked.fetch_add(n, Ordering::Relaxed);
             s.kind.store(k as u8, Ordering::Relaxed);
         });
         let epoch_ms = self.epoch_ms();
@@ -322,7 +330,7 @@ impl OpsMetrics {
                 Err(_) => return,
             },
         };
-        h.observe(seconds);
+        h.observe_n(seconds, n);
     }
 
     /// Samples the lag of the partitions `reader` reads (at most every 500 ms per worker and
@@ -481,19 +489,21 @@ mod tests {
     fn partitions_count_in_and_out_separately() {
         let m = OpsMetrics::default();
         m.set_epoch_ms(100);
-        m.record_in(1, "in", 2);
-        m.record_in(1, "in", 2);
-        m.acked(Some(OutTopic::Dlq), "dlq", 0, crate::kafka::source::epoch_now(100));
-        m.acked(Some(OutTopic::Predictions), "out", 3, crate::kafka::source::epoch_now(100));
+        m.records_in(1, "in", 2, 1);
+        m.records_in(1, "in", 2, 1);
+        m.acked(Some(OutTopic::Dlq), "dlq", 0, crate::kafka::source::epoch_now(100), 1);
+        m.acked(Some(OutTopic::Predictions), "out", 3, crate::kafka::source::epoch_now(100), 3);
         let p = m.partitions();
         let get = |t: &str, n: i32| p.iter().find(|s| s.topic == t && s.partition == n).cloned().unwrap();
         assert_eq!(get("in", 2).records_in, 2);
         assert_eq!(get("in", 2).worker, Some(1));
         assert_eq!(get("dlq", 0).kind, Some(OutKind::Dlq));
-        assert_eq!(get("out", 3).acked, 1);
+        assert_eq!(get("out", 3).acked, 3);
         assert_eq!(p.len(), 3, "placeholder slots below partition 2 and 3 are not reported: {p:?}");
         let lat = m.latencies();
         assert_eq!(lat.len(), 2);
-        assert!(lat.iter().all(|(_, h)| h.count == 1 && h.sum < 1.0), "{lat:?}");
+        let count = |t: &str| lat.iter().find(|(n, _)| n == t).map(|(_, h)| h.count);
+        assert_eq!((count("dlq"), count("out")), (Some(1), Some(3)), "{lat:?}");
+        assert!(lat.iter().all(|(_, h)| h.sum < 3.0), "{lat:?}");
     }
 }

@@ -164,6 +164,11 @@ fn stage_counters<'m>(stage: &str, m: &'m Metrics) -> Vec<(&'static str, &'stati
                 "Source activations paused because checkpoints lagged.",
                 &m.source_gated,
             ),
+            (
+                "source_throttled",
+                "Source activations paused because source.max_in_flight records awaited acknowledgement.",
+                &m.source_throttled,
+            ),
         ]),
     }
     v

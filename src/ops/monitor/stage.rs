@@ -102,6 +102,8 @@ fn parts(
     let spec = |topic: &str| KafkaSourceSpec {
         topic: topic.to_string(),
         max_poll_records: s.source.max_poll_records,
+        // Monitoring answers with rolling windows, not per record: no in-flight bound.
+        max_in_flight: 0,
         start: s.monitoring.start,
         stop_at_end: s.source.stop_at_end,
         epoch_ms: s.dataflow.epoch_ms,
