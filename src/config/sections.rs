@@ -275,7 +275,7 @@ impl Default for SourceSection {
             start: StartFrom::Committed,
             stop_at_end: false,
             metadata_refresh_ms: 30_000,
-            max_in_flight: 50_000,
+            max_in_flight: 200_000,
         }
     }
 }
