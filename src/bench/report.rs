@@ -430,6 +430,9 @@ impl Report {
             ] {
                 let rate = e.median(job);
                 let runs: Vec<&BrokerRun> = e.runs.iter().filter(|r| r.job == job).collect();
+                if runs.is_empty() {
+                    continue; // not among --e2e-jobs
+                }
                 let med = |f: fn(&BrokerRun) -> f64| median(&runs.iter().map(|r| f(r)).collect::<Vec<_>>());
                 let steady = e.median_of(job, |r| r.steady_rate);
                 let _ = writeln!(
@@ -446,7 +449,9 @@ impl Report {
                 );
             }
             let (wf, wfc) = (e.median("weatherflow"), e.median("weatherflow+checkpoints"));
-            let _ = writeln!(o, "cost of checkpointing: {:.1} % of throughput", (1.0 - wfc / wf) * 100.0);
+            if wf.is_finite() && wfc.is_finite() {
+                let _ = writeln!(o, "cost of checkpointing: {:.1} % of throughput", (1.0 - wfc / wf) * 100.0);
+            }
             for r in e.runs.iter().filter(|r| r.checkpoints > 0) {
                 let _ = writeln!(
                     o,
