@@ -15,7 +15,7 @@
 //! woken by the consumer when a message arrives (librdkafka's queue callback), and by a timer
 //! just after the next epoch boundary (at most 5 ms), so neither a new record nor the end of an
 //! epoch waits for a polling interval. Reading pauses while `max_in_flight` records read by this
-//! worker await their acknowledged outputs ([`InFlight`]; inference stage) and beyond the
+//! worker await their acknowledged outputs (`InFlight`; inference stage) and beyond the
 //! checkpoint gate ([`Gate`]). With `stop_at_end` the source finishes once every assigned
 //! partition reported its end; on shutdown it finishes at once. Either way the dataflow then
 //! drains: every record already read is processed and acknowledged before the worker exits.
@@ -58,7 +58,7 @@ pub struct KafkaSourceSpec {
     pub topic: String,
     /// Most messages per activation.
     pub max_poll_records: usize,
-    /// Most records read and not yet answered (0 = no bound): see [`InFlight`].
+    /// Most records read and not yet answered (0 = no bound; `source.max_in_flight`).
     pub max_in_flight: usize,
     /// Where partitions without a known position start.
     pub start: StartFrom,
