@@ -46,9 +46,26 @@ pub fn topics(name: &str) -> Topics {
     }
 }
 
-/// Ports nobody listens on right now (for timely processes).
+/// Ports nobody listens on right now (for timely processes), below Linux's ephemeral range
+/// (32768-60999). A port the kernel handed out (`127.0.0.1:0`) could be taken again as the source
+/// port of an outgoing connection, such as a Kafka client's, before the timely process bound it
+/// ("Address already in use"). Tests of one binary run in parallel: a shared counter keeps them
+/// apart, and a per-process offset keeps test binaries that run at the same time apart.
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let ls: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let offset = std::process::id().wrapping_mul(7_919) % SPAN;
+    let mut ls: Vec<TcpListener> = Vec::new();
+    while ls.len() < n {
+        let k = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(k < SPAN, "no free port left below the ephemeral range");
+        let port = (LOW + (offset + k) % SPAN) as u16;
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            ls.push(l);
+        }
+    }
     ls.iter().map(|l| l.local_addr().unwrap().port()).collect()
 }
 
