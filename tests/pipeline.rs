@@ -176,27 +176,41 @@ fn one_by_one_equals_two_by_two() {
     }
 }
 
+/// Publishes `n` NYC records for a 1 x 2 cluster that stops at the end of its input (what
+/// `--until-end` sets); returns the broker, the topics, the input and the resolved settings.
+fn until_end(name: &str, n: usize) -> (String, Topics, Vec<(Option<String>, String)>, weatherflow::config::Settings) {
+    use weatherflow::config::{Overrides, RawConfig};
+    let b = brokers();
+    let t = topics(name);
+    let input = nyc(n);
+    publish(&b, &t.features, 3, &input);
+    let cfg = write_config(name, &t, &b, 1, 2, 3, &t.predictions);
+    let mut raw = RawConfig::parse(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    raw.apply(&Overrides {
+        stop_at_end: true,
+        ..Default::default()
+    });
+    (b, t, input, raw.resolve("test").unwrap())
+}
+
+/// The id header of every output in `topic`.
+fn output_ids(brokers: &str, topic: &str) -> Vec<String> {
+    use weatherflow::kafka::sink::ID_HEADER;
+    read_all(brokers, topic)
+        .iter()
+        .map(|m| m.header(ID_HEADER).expect("outputs carry their id"))
+        .collect()
+}
+
 /// The sink's acknowledgement hook (`Metrics::ack_tap`, used by the latency benchmark) is called
 /// once for every acknowledged output, with the id header that names the input it answers.
 #[test]
 fn the_ack_tap_sees_every_acknowledged_output_once() {
     use std::sync::atomic::AtomicBool;
     use std::sync::{Arc, Mutex};
-    use weatherflow::config::{Overrides, RawConfig};
-    use weatherflow::kafka::sink::ID_HEADER;
     use weatherflow::metrics::Metrics;
 
-    let b = brokers();
-    let t = topics("ack-tap");
-    let input = nyc(300);
-    publish(&b, &t.features, 3, &input);
-    let cfg = write_config("ack-tap", &t, &b, 1, 2, 3, &t.predictions);
-    let mut raw = RawConfig::parse(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
-    raw.apply(&Overrides {
-        stop_at_end: true, // what `--until-end` sets
-        ..Default::default()
-    });
-    let settings = raw.resolve("test").unwrap();
+    let (b, t, input, settings) = until_end("ack-tap", 300);
     let metrics = Arc::new(Metrics::default());
     let tapped = Arc::new(Mutex::new(Vec::<String>::new()));
     let into = tapped.clone();
@@ -211,13 +225,7 @@ fn the_ack_tap_sees_every_acknowledged_output_once() {
         snap.predictions_acked + snap.dlq_acked,
         "one call per acknowledgement"
     );
-    let published: BTreeSet<String> = read_all(&b, &t.predictions)
-        .iter()
-        .map(|m| {
-            let (_, v) = m.headers.iter().find(|(k, _)| k == ID_HEADER).expect("outputs carry their id");
-            String::from_utf8_lossy(v).into_owned()
-        })
-        .collect();
+    let published: BTreeSet<String> = output_ids(&b, &t.predictions).into_iter().collect();
     let tapped: BTreeSet<String> = tapped.into_iter().collect();
     assert_eq!(tapped.len(), input.len(), "each output once");
     assert_eq!(tapped, published, "the ids the broker holds");
@@ -229,34 +237,16 @@ fn the_ack_tap_sees_every_acknowledged_output_once() {
 fn a_bounded_source_pauses_and_still_answers_every_record_once() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
-    use weatherflow::config::{Overrides, RawConfig};
-    use weatherflow::kafka::sink::ID_HEADER;
     use weatherflow::metrics::Metrics;
 
-    let b = brokers();
-    let t = topics("in-flight");
-    let input = nyc(300);
-    publish(&b, &t.features, 3, &input);
-    let cfg = write_config("in-flight", &t, &b, 1, 2, 3, &t.predictions);
-    let mut raw = RawConfig::parse(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
-    raw.apply(&Overrides {
-        stop_at_end: true,
-        ..Default::default()
-    });
-    let mut settings = raw.resolve("test").unwrap();
+    let (b, t, input, mut settings) = until_end("in-flight", 300);
     settings.source.max_in_flight = 40;
     let metrics = Arc::new(Metrics::default());
     let snap = weatherflow::runner::run_process_with(&settings, 0, Arc::new(AtomicBool::new(false)), metrics.clone()).unwrap();
     assert!(metrics.source_throttled.load(Ordering::Relaxed) > 0, "the bound was reached");
     assert_eq!(snap.predictions_acked as usize + snap.dlq_acked as usize, input.len());
-    let published = read_all(&b, &t.predictions);
-    let ids: BTreeSet<String> = published
-        .iter()
-        .map(|m| {
-            let (_, v) = m.headers.iter().find(|(k, _)| k == ID_HEADER).expect("outputs carry their id");
-            String::from_utf8_lossy(v).into_owned()
-        })
-        .collect();
+    let published = output_ids(&b, &t.predictions);
+    let ids: BTreeSet<&String> = published.iter().collect();
     assert_eq!(published.len(), snap.predictions_acked as usize, "no duplicates");
     assert_eq!(ids.len(), published.len(), "each input answered once");
 }

@@ -519,7 +519,7 @@ impl AckRun {
             OutTopic::Predictions => &metrics.predictions_acked,
         };
         counter.fetch_add(self.n, Ordering::Relaxed);
-        metrics.ops.acked(Some(self.kind), name, self.partition, self.epoch, self.n);
+        metrics.ops.acked(self.kind, name, self.partition, self.epoch, self.n);
     }
 }
 

@@ -303,11 +303,11 @@ impl OpsMetrics {
 
     /// `n` records acknowledged into `topic`/`partition`; they were read in `epoch`, so their
     /// end-to-end latency is measured from that epoch's start (resolution: one epoch).
-    pub fn acked(&self, kind: Option<OutTopic>, topic: &str, partition: i32, epoch: u64, n: u64) {
+    pub fn acked(&self, kind: OutTopic, topic: &str, partition: i32, epoch: u64, n: u64) {
         let k = match kind {
-            Some(OutTopic::Dlq) => OutKind::Dlq,
-            Some(OutTopic::Late) => OutKind::Late,
-            _ => OutKind::Out,
+            OutTopic::Dlq => OutKind::Dlq,
+            OutTopic::Late => OutKind::Late,
+            OutTopic::Predictions | OutTopic::Features => OutKind::Out,
         };
         self.with_partition(topic, partition, |s| {
             s.acked.fetch_add(n, Ordering::Relaxed);
@@ -491,8 +491,8 @@ mod tests {
         m.set_epoch_ms(100);
         m.records_in(1, "in", 2, 1);
         m.records_in(1, "in", 2, 1);
-        m.acked(Some(OutTopic::Dlq), "dlq", 0, crate::kafka::source::epoch_now(100), 1);
-        m.acked(Some(OutTopic::Predictions), "out", 3, crate::kafka::source::epoch_now(100), 3);
+        m.acked(OutTopic::Dlq, "dlq", 0, crate::kafka::source::epoch_now(100), 1);
+        m.acked(OutTopic::Predictions, "out", 3, crate::kafka::source::epoch_now(100), 3);
         let p = m.partitions();
         let get = |t: &str, n: i32| p.iter().find(|s| s.topic == t && s.partition == n).cloned().unwrap();
         assert_eq!(get("in", 2).records_in, 2);
