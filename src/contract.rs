@@ -22,8 +22,13 @@ pub const LEADS: usize = 24;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FeatureRecord {
     pub station_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::utc_json::deserialize_opt"
+    )]
     pub window_start: Option<DateTime<Utc>>,
+    #[serde(deserialize_with = "crate::utc_json::deserialize")]
     pub window_end: DateTime<Utc>,
     pub count: u64,
     #[serde(default)]

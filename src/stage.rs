@@ -167,6 +167,7 @@ impl StageIo {
             gate: self.gate.clone(),
             metrics: metrics.clone(),
             last: 0,
+            writer: None,
         })
     }
 }

@@ -63,7 +63,8 @@ pub struct BrokerRun {
     pub checkpoints: u64,
     /// CPU used by this process, the broker and others over the whole run.
     pub cpu: CpuUsage,
-    /// Time the workers spent writing checkpoints (on the worker thread, fsync included), s.
+    /// Time the checkpoint writes took (on the workers' background writer threads, serialising
+    /// and fsync included), s.
     pub checkpoint_write_s: f64,
     /// Slowest checkpoint write (upper bound of its histogram bucket), s.
     pub checkpoint_write_max_s: f64,

@@ -48,8 +48,11 @@ pub struct LatencyOptions {
     pub producer_linger_ms: u64,
 }
 
-/// Acknowledgement time (µs) of each prediction, by the input position it answers.
-type Acks = Arc<Mutex<HashMap<String, u64>>>;
+/// Acknowledgement time (µs) of each prediction, by the input position (partition, offset) it
+/// answers. Filled on the worker threads (the sink's acknowledgement hook), so it is sized for
+/// the whole run up front and keyed without allocating: growing a map of a million entries under
+/// its lock stalled both workers for tens of ms, which the measurement then counted as latency.
+type Acks = Arc<Mutex<HashMap<(i32, i64), u64>>>;
 
 /// Records sent (and answered) before timing starts.
 const WARMUP_RECORDS: usize = 200;
@@ -127,6 +130,15 @@ pub fn input_position(id: &[u8]) -> String {
     id.rsplit('/').next().unwrap_or_default().to_string()
 }
 
+/// [`input_position`] as numbers, without allocating; `None` for an id of another form.
+pub fn input_key(id: &[u8]) -> Option<(i32, i64)> {
+    let tail = id.rsplit(|b| *b == b'/').next()?;
+    let colon = tail.iter().position(|b| *b == b':')?;
+    let p = std::str::from_utf8(&tail[..colon]).ok()?.parse().ok()?;
+    let o = std::str::from_utf8(&tail[colon + 1..]).ok()?.parse().ok()?;
+    Some((p, o))
+}
+
 /// Arrival time (µs) and the output's own timestamp (ms: when the sink handed it to the
 /// producer) by input position, filled by the reader thread.
 type Arrivals = Arc<Mutex<HashMap<String, (u64, i64)>>>;
@@ -189,13 +201,14 @@ pub fn run(spec: &ClusterSpec, data: &Dataset, rate: f64, seconds: f64, opts: &L
     let partitions = data.by_partition.len();
     kafka::ensure_topics(&s.kafka.brokers, &Default::default(), &[&spec.features], partitions as i32, 1).map_err(|e| e.to_string())?;
     let metrics = Arc::new(Metrics::default());
-    let acks: Acks = Arc::default();
+    let expected = WARMUP_RECORDS + (rate * seconds) as usize;
+    let acks: Acks = Arc::new(Mutex::new(HashMap::with_capacity(expected + expected / 4)));
     {
         let acks = acks.clone();
         metrics.ack_tap.set(Arc::new(move |id: &[u8]| {
             let t = now_us();
-            if let Ok(mut a) = acks.lock() {
-                a.insert(input_position(id), t);
+            if let (Some(key), Ok(mut a)) = (input_key(id), acks.lock()) {
+                a.insert(key, t);
             }
         }));
     }
@@ -235,7 +248,7 @@ pub fn run(spec: &ClusterSpec, data: &Dataset, rate: f64, seconds: f64, opts: &L
     let mut missing = 0u64;
     for (p, o, sent) in log {
         let pos = format!("{p}:{o}");
-        match acks.get(&pos) {
+        match acks.get(&(p, o)) {
             Some(a) => lat.push(a.saturating_sub(sent) as f64 / 1000.0),
             None => missing += 1,
         }
@@ -416,4 +429,19 @@ fn generate(
         return Err(format!("{failed} input records failed to publish"));
     }
     Ok((sent, timed, achieved))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_key_reads_the_position_an_id_answers() {
+        assert_eq!(input_key(b"abc123/7:42"), Some((7, 42)));
+        assert_eq!(input_key(b"7:42"), Some((7, 42)));
+        assert_eq!(input_position(b"abc123/7:42"), "7:42");
+        assert_eq!(input_key(b"abc123/7-42"), None);
+        assert_eq!(input_key(b"abc/x:1"), None);
+        assert_eq!(input_key(b""), None);
+    }
 }

@@ -455,7 +455,7 @@ impl Report {
             for r in e.runs.iter().filter(|r| r.checkpoints > 0) {
                 let _ = writeln!(
                     o,
-                    "   {:.0} rec/s: {} checkpoints, {:.3} s writing them on the worker threads (slowest <= {:.3} s)",
+                    "   {:.0} rec/s: {} checkpoints, {:.3} s writing them in the background writer threads (slowest <= {:.3} s)",
                     r.rate, r.checkpoints, r.checkpoint_write_s, r.checkpoint_write_max_s
                 );
             }

@@ -68,7 +68,7 @@
 //! leads 1..24 (0.87 at lead 1, 0.57 at lead 12, 0.94 at lead 24) and 90 % intervals cover
 //! 0.88-0.90 at every lead after the first 14 days (`tests/maths_quality.rs`).
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{empty_point, normal_quantile, Expectation, ForecastOutput};
@@ -213,6 +213,65 @@ fn sanitise_interval(p: f64) -> f64 {
     }
 }
 
+/// The interval probability's constants, computed once per record (not once per lead).
+#[derive(Clone, Copy, Debug)]
+struct Band {
+    /// Upper quantile level `tau = (1 + p) / 2`.
+    tau: f64,
+    /// Normal quantile `z_p` of `tau`.
+    z: f64,
+    /// `g = z_p sqrt(pi / 2)`: the quantile in units of the mean absolute error.
+    g: f64,
+}
+
+impl Band {
+    fn new(interval: f64) -> Band {
+        let p = sanitise_interval(interval);
+        let tau = 0.5 + p / 2.0;
+        let z = normal_quantile(tau);
+        Band {
+            tau,
+            z,
+            g: z * (std::f64::consts::PI / 2.0).sqrt(),
+        }
+    }
+}
+
+/// `window_end + lead hours` for leads 1..=24 without a calendar conversion per lead (chrono's
+/// `checked_add_signed` was about a quarter of a forecast): the date is either the window's or
+/// the next day. Leap seconds and the last representable day take chrono's path.
+struct LeadTimes {
+    window_end: DateTime<Utc>,
+    fast: Option<(NaiveDate, NaiveDate, u32, u32, u32, u32)>,
+}
+
+impl LeadTimes {
+    fn new(window_end: DateTime<Utc>) -> LeadTimes {
+        let n = window_end.naive_utc();
+        let fast = (n.nanosecond() < 1_000_000_000)
+            .then(|| {
+                n.date()
+                    .succ_opt()
+                    .map(|next| (n.date(), next, n.hour(), n.minute(), n.second(), n.nanosecond()))
+            })
+            .flatten();
+        LeadTimes { window_end, fast }
+    }
+
+    fn at(&self, lead: u32) -> DateTime<Utc> {
+        if let Some((today, next, hour, minute, second, nano)) = self.fast {
+            let h = hour + lead;
+            let date = if h < 24 { today } else { next };
+            if let Some(time) = NaiveTime::from_hms_nano_opt(h % 24, minute, second, nano) {
+                return date.and_time(time).and_utc();
+            }
+        }
+        self.window_end
+            .checked_add_signed(Duration::hours(i64::from(lead)))
+            .unwrap_or(self.window_end)
+    }
+}
+
 impl FallbackForecaster {
     /// Fresh state for one station.
     pub fn new(params: &FallbackParams) -> Self {
@@ -246,20 +305,20 @@ impl FallbackForecaster {
     /// 0.5..=0.999, NaN means 0.9); it should stay the same for the life of the state (it is
     /// configuration: the quantile trackers learn for it). Never panics.
     pub fn observe(&mut self, rec: &FeatureRecord, interval: f64) -> ForecastOutput {
-        let p = sanitise_interval(interval);
+        let band = Band::new(interval);
         let hour = rec.hour_index();
         if self.last_hour.is_some_and(|last| hour < last) {
             // Out of order: the operator filters these; answer without learning.
             return ForecastOutput {
-                points: self.points(rec.window_end, hour, p),
+                points: self.points(rec.window_end, hour, band),
                 expected: None,
                 warm: self.is_warm(),
             };
         }
-        let expected = self.expectation(hour, p);
+        let expected = self.expectation(hour, band);
         let accepted = qc::usable_temperature(rec).and_then(|t| self.gate(hour, t, expected));
         if let Some(t) = accepted {
-            self.learn_errors(hour, t, p);
+            self.learn_errors(hour, t, band);
         }
         self.advance_ring(hour);
         if let Some(t) = accepted {
@@ -267,7 +326,7 @@ impl FallbackForecaster {
         }
         self.last_hour = Some(hour);
         ForecastOutput {
-            points: self.points(rec.window_end, hour, p),
+            points: self.points(rec.window_end, hour, band),
             expected,
             warm: self.is_warm(),
         }
@@ -317,8 +376,8 @@ impl FallbackForecaster {
     }
 
     /// Interval offsets (below, above the point forecast; below is negative) at `lead`.
-    fn offsets(&self, lead: i64, p: f64) -> (f64, f64) {
-        let g = normal_quantile(0.5 + p / 2.0) * (std::f64::consts::PI / 2.0).sqrt();
+    fn offsets(&self, lead: i64, band: Band) -> (f64, f64) {
+        let g = band.g;
         let i = (lead.clamp(1, LEADS as i64) - 1) as usize;
         let widen = if lead > LEADS as i64 {
             (lead as f64 / LEADS as f64).sqrt().min(MAX_EXTRA_WIDENING)
@@ -329,13 +388,13 @@ impl FallbackForecaster {
         (-f64::from(self.m_lo[i]) * s, f64::from(self.m_hi[i]) * s)
     }
 
-    fn expectation(&self, hour: i64, p: f64) -> Option<Expectation> {
+    fn expectation(&self, hour: i64, band: Band) -> Option<Expectation> {
         let (mean, lead) = self.point(hour)?;
         if lead > LEADS as i64 {
             return None;
         }
-        let (lo, hi) = self.offsets(lead, p);
-        let sigma = ((hi - lo) / (2.0 * normal_quantile(0.5 + p / 2.0))).max(f64::from(MIN_SCALE));
+        let (lo, hi) = self.offsets(lead, band);
+        let sigma = ((hi - lo) / (2.0 * band.z)).max(f64::from(MIN_SCALE));
         Some(Expectation {
             mean,
             sigma,
@@ -371,10 +430,9 @@ impl FallbackForecaster {
     }
 
     /// Scores the forecasts issued 1..=24 hours ago for `hour` against the observed `t`.
-    fn learn_errors(&mut self, hour: i64, t: f64, p: f64) {
+    fn learn_errors(&mut self, hour: i64, t: f64, band: Band) {
         let Some(last) = self.last_hour else { return };
-        let tau = 0.5 + p / 2.0;
-        let g = normal_quantile(tau) * (std::f64::consts::PI / 2.0).sqrt();
+        let (tau, g) = (band.tau, band.g);
         let step = self.params.quantile_step / g;
         let d_valid = f64::from(self.diurnal[hod(hour)]);
         let mut phi_h = 1.0;
@@ -454,15 +512,14 @@ impl FallbackForecaster {
     }
 
     /// The 24 output points issued at `window_end` (hour index `hour`).
-    fn points(&self, window_end: DateTime<Utc>, hour: i64, p: f64) -> Vec<ForecastPoint> {
+    fn points(&self, window_end: DateTime<Utc>, hour: i64, band: Band) -> Vec<ForecastPoint> {
         let mut points = Vec::with_capacity(LEADS);
+        let hours = LeadTimes::new(window_end);
         for lead in 1..=LEADS as u32 {
-            let valid_at = window_end
-                .checked_add_signed(Duration::hours(i64::from(lead)))
-                .unwrap_or(window_end);
+            let valid_at = hours.at(lead);
             let point = match self.point(hour + i64::from(lead)) {
                 Some((f, h)) => {
-                    let (lo, hi) = self.offsets(h, p);
+                    let (lo, hi) = self.offsets(h, band);
                     ForecastPoint {
                         lead_hours: lead,
                         valid_at,
@@ -674,5 +731,43 @@ mod tests {
         assert!(out.points.iter().all(|p| p.temperature.unwrap().is_finite()));
         let partial: FallbackParams = serde_json::from_str(r#"{"phi": 0.9}"#).unwrap();
         assert_eq!(partial.level_alpha, FallbackParams::default().level_alpha);
+    }
+
+    #[test]
+    fn lead_times_are_chronos_hour_additions() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut check = |t: DateTime<Utc>| {
+            let lt = LeadTimes::new(t);
+            for lead in 1..=LEADS as u32 {
+                let want = t.checked_add_signed(Duration::hours(i64::from(lead))).unwrap_or(t);
+                assert_eq!(lt.at(lead), want, "{t:?} + {lead} h");
+            }
+        };
+        for _ in 0..3000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let secs = (x % 400_000_000_000) as i64 - 62_000_000_000;
+            let nanos = if x % 3 == 0 { 0 } else { (x >> 20) as u32 % 1_000_000_000 };
+            if let Some(t) = DateTime::from_timestamp(secs, nanos) {
+                check(t);
+            }
+        }
+        let leap = NaiveDate::from_ymd_opt(2016, 12, 31)
+            .unwrap()
+            .and_hms_nano_opt(23, 59, 59, 1_500_000_000)
+            .unwrap()
+            .and_utc();
+        check(leap);
+        check(DateTime::<Utc>::MAX_UTC);
+        check(DateTime::<Utc>::MAX_UTC - Duration::hours(5));
+        check(DateTime::<Utc>::MIN_UTC);
+        check(
+            NaiveDate::from_ymd_opt(2000, 2, 28)
+                .unwrap()
+                .and_hms_opt(23, 0, 0)
+                .unwrap()
+                .and_utc(),
+        );
     }
 }
