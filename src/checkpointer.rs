@@ -76,17 +76,8 @@ pub struct Checkpointer {
     pub writer: Option<Writer>,
 }
 
-/// A checkpoint handed to the writer thread.
-struct Job {
-    dir: PathBuf,
-    worker: usize,
-    retain: usize,
-    part: WorkerCheckpoint,
-}
-
-/// What the writer thread reports for one job.
+/// What the writer thread reports for one checkpoint.
 struct Written {
-    boundary: u64,
     took: Duration,
     result: Result<(), CheckpointError>,
 }
@@ -94,7 +85,7 @@ struct Written {
 /// One worker's background checkpoint writer: a thread that serialises, writes and fsyncs the
 /// checkpoints it is sent, one at a time, and reports each back.
 pub struct Writer {
-    jobs: Option<mpsc::Sender<Job>>,
+    jobs: Option<mpsc::Sender<WorkerCheckpoint>>,
     done: mpsc::Receiver<Written>,
     thread: Option<JoinHandle<()>>,
     /// The boundary being written, if any.
@@ -102,21 +93,20 @@ pub struct Writer {
 }
 
 impl Writer {
-    fn start(worker: usize) -> Result<Writer, CheckpointError> {
-        let (jobs, rx) = mpsc::channel::<Job>();
+    fn start(dir: PathBuf, worker: usize, retain: usize) -> Result<Writer, CheckpointError> {
+        let (jobs, rx) = mpsc::channel::<WorkerCheckpoint>();
         let (tx, done) = mpsc::channel::<Written>();
         let thread = std::thread::Builder::new()
             .name(format!("ckpt-writer-{worker}"))
             .spawn(move || {
-                for job in rx {
+                for part in rx {
                     let started = Instant::now();
-                    let boundary = job.part.id.epoch;
-                    let result = checkpoint::write(&job.dir, &job.part).map(|_| ());
+                    let result = checkpoint::write(&dir, &part).map(|_| ());
                     if result.is_ok() {
-                        checkpoint::collect_garbage(&job.dir, job.worker, job.retain);
+                        checkpoint::collect_garbage(&dir, worker, retain);
                     }
                     let took = started.elapsed();
-                    if tx.send(Written { boundary, took, result }).is_err() {
+                    if tx.send(Written { took, result }).is_err() {
                         return;
                     }
                 }
@@ -133,9 +123,9 @@ impl Writer {
         })
     }
 
-    fn submit(&mut self, job: Job) -> Result<(), CheckpointError> {
-        let boundary = job.part.id.epoch;
-        let sent = self.jobs.as_ref().is_some_and(|j| j.send(job).is_ok());
+    fn submit(&mut self, part: WorkerCheckpoint) -> Result<(), CheckpointError> {
+        let boundary = part.id.epoch;
+        let sent = self.jobs.as_ref().is_some_and(|j| j.send(part).is_ok());
         if !sent {
             return Err(writer_gone());
         }
@@ -143,11 +133,12 @@ impl Writer {
         Ok(())
     }
 
-    /// The report of the write in flight: waits for it with `block`, else only if it is ready.
-    fn reap(&mut self, block: bool) -> Result<Option<Written>, CheckpointError> {
-        if self.in_flight.is_none() {
+    /// The boundary and report of the write in flight: waits for it with `block`, else only if
+    /// it is ready.
+    fn reap(&mut self, block: bool) -> Result<Option<(u64, Written)>, CheckpointError> {
+        let Some(boundary) = self.in_flight else {
             return Ok(None);
-        }
+        };
         let got = if block {
             self.done.recv().map_err(|_| writer_gone())?
         } else {
@@ -158,7 +149,7 @@ impl Writer {
             }
         };
         self.in_flight = None;
-        Ok(Some(got))
+        Ok(Some((boundary, got)))
     }
 }
 
@@ -193,23 +184,17 @@ impl Checkpointer {
             return Ok(());
         }
         let boundary = ((f - 1) / self.every) * self.every;
-        if boundary > self.last {
-            if let Some(part) = self.part(boundary) {
-                if self.writer.is_none() {
-                    self.writer = Some(Writer::start(self.worker)?);
-                }
-                let job = Job {
-                    dir: self.dir.clone(),
-                    worker: self.worker,
-                    retain: self.retain,
-                    part,
-                };
-                if let Some(w) = self.writer.as_mut() {
-                    w.submit(job)?;
-                }
-            }
+        if boundary <= self.last {
+            return Ok(());
         }
-        Ok(())
+        let Some(part) = self.part(boundary) else {
+            return Ok(());
+        };
+        let writer = match self.writer.as_mut() {
+            Some(w) => w,
+            None => self.writer.insert(Writer::start(self.dir.clone(), self.worker, self.retain)?),
+        };
+        writer.submit(part)
     }
 
     /// Waits for the write in flight, then writes the final checkpoint once the dataflow has
@@ -218,8 +203,8 @@ impl Checkpointer {
         self.reap(true)?;
         let started = Instant::now();
         let Some(part) = self.part(FINAL_EPOCH) else {
-            // An operator never took the final snapshot (as before this writer ran in the
-            // background): the last durable checkpoint stays the resume point.
+            // An operator never took the final snapshot: the last durable checkpoint stays the
+            // resume point (as when the writes were inline).
             tracing::debug!(
                 worker = self.worker,
                 "no final snapshot; the last checkpoint stays the resume point"
@@ -238,9 +223,9 @@ impl Checkpointer {
         let Some(w) = self.writer.as_mut() else {
             return Ok(());
         };
-        if let Some(written) = w.reap(block)? {
+        if let Some((boundary, written)) = w.reap(block)? {
             written.result?;
-            self.durable(written.boundary, written.took);
+            self.durable(boundary, written.took);
         }
         Ok(())
     }

@@ -165,7 +165,8 @@ fn round_small(x: f64) -> i64 {
     }
 }
 
-fn signed(o: &mut Vec<u8>, v: i64) {
+/// Appends `v` in decimal, as `Display` writes it.
+pub(crate) fn signed(o: &mut Vec<u8>, v: i64) {
     if v < 0 {
         o.push(b'-');
     }

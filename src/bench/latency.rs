@@ -141,7 +141,7 @@ pub fn input_key(id: &[u8]) -> Option<(i32, i64)> {
 
 /// Arrival time (µs) and the output's own timestamp (ms: when the sink handed it to the
 /// producer) by input position, filled by the reader thread.
-type Arrivals = Arc<Mutex<HashMap<String, (u64, i64)>>>;
+type Arrivals = Arc<Mutex<HashMap<(i32, i64), (u64, i64)>>>;
 
 /// Reads `topic` from the beginning until `stop`, noting arrivals. Outputs are keyed by the input
 /// position in their id header; with `input = true` the topic is the input itself (the broker's
@@ -166,12 +166,12 @@ fn read_arrivals(
         if let Some(Ok(m)) = c.poll(Duration::from_millis(5)) {
             let t = now_us();
             let position = if input {
-                Some(format!("{}:{}", m.partition(), m.offset()))
+                Some((m.partition(), m.offset()))
             } else {
                 m.headers()
                     .and_then(|h| h.iter().find(|h| h.key == ID_HEADER))
                     .and_then(|h| h.value)
-                    .map(input_position)
+                    .and_then(input_key)
             };
             if let (Some(pos), Ok(mut a)) = (position, arrivals.lock()) {
                 a.insert(pos, (t, m.timestamp().to_millis().unwrap_or(0)));
@@ -247,12 +247,11 @@ pub fn run(spec: &ClusterSpec, data: &Dataset, rate: f64, seconds: f64, opts: &L
     let (mut lat, mut visible, mut to_sink) = (Vec::new(), Vec::new(), Vec::new());
     let mut missing = 0u64;
     for (p, o, sent) in log {
-        let pos = format!("{p}:{o}");
         match acks.get(&(p, o)) {
             Some(a) => lat.push(a.saturating_sub(sent) as f64 / 1000.0),
             None => missing += 1,
         }
-        if let Some((a, produced_ms)) = arrivals.get(&pos) {
+        if let Some((a, produced_ms)) = arrivals.get(&(p, o)) {
             visible.push(a.saturating_sub(sent) as f64 / 1000.0);
             to_sink.push(*produced_ms as f64 - sent as f64 / 1000.0);
         }
@@ -307,11 +306,7 @@ pub fn broker_hop(spec: &ClusterSpec, data: &Dataset, rate: f64, seconds: f64, o
     let inputs = inputs.lock().map_err(|_| "poisoned".to_string())?;
     let mut hop: Vec<f64> = log
         .iter()
-        .filter_map(|(p, o, sent)| {
-            inputs
-                .get(&format!("{p}:{o}"))
-                .map(|(a, _)| a.saturating_sub(*sent) as f64 / 1000.0)
-        })
+        .filter_map(|(p, o, sent)| inputs.get(&(*p, *o)).map(|(a, _)| a.saturating_sub(*sent) as f64 / 1000.0))
         .collect();
     hop.sort_by(f64::total_cmp);
     Ok(BrokerHopRun {

@@ -123,32 +123,11 @@ pub mod dlq_headers {
 /// exactly one output: a prediction or a dead letter).
 pub fn output_id(pos: SourcePosition) -> String {
     // Written by hand: `format!` was a visible share of encoding an output.
-    let mut id = String::with_capacity(24);
-    push_decimal(&mut id, i64::from(pos.partition));
-    id.push(':');
-    push_decimal(&mut id, pos.offset);
-    id
-}
-
-/// Appends `v` in decimal (what `Display` writes).
-fn push_decimal(s: &mut String, v: i64) {
-    if v < 0 {
-        s.push('-');
-    }
-    let mut u = v.unsigned_abs();
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (u % 10) as u8;
-        u /= 10;
-        if u == 0 {
-            break;
-        }
-    }
-    for &d in &digits[i..] {
-        s.push(char::from(d));
-    }
+    let mut id = Vec::with_capacity(24);
+    crate::prediction_json::signed(&mut id, i64::from(pos.partition));
+    id.push(b':');
+    crate::prediction_json::signed(&mut id, pos.offset);
+    String::from_utf8(id).unwrap_or_default() // ASCII digits, '-' and ':' only
 }
 
 /// A dead letter: the original key and bytes, the reason and the source position in headers.
