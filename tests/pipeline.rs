@@ -214,7 +214,7 @@ fn the_ack_tap_sees_every_acknowledged_output_once() {
     let metrics = Arc::new(Metrics::default());
     let tapped = Arc::new(Mutex::new(Vec::<String>::new()));
     let into = tapped.clone();
-    assert!(metrics.ack_tap.set(Arc::new(move |id: &[u8]| {
+    assert!(metrics.ack_tap.set(Arc::new(move |id: &[u8], _produced_ms: i64| {
         into.lock().unwrap().push(String::from_utf8_lossy(id).into_owned());
     })));
     let snap = weatherflow::runner::run_process_with(&settings, 0, Arc::new(AtomicBool::new(false)), metrics).unwrap();

@@ -4,9 +4,11 @@
 //! ```text
 //!   prefill: dataset ──producer (partition = crc32(station) mod 4, librdkafka's default)──> <run>-features
 //!   passthrough (W threads, partition p on thread p mod W):
-//!        consume ──> produce the same number of output bytes (each input's real prediction size,
-//!                    same key, the sink's partition fnv1a(key) mod 4, an id header of the sink's length) ──> wait for every ack
-//!                    no parsing, no compute
+//!        consume ──> produce the same output bytes (each input's real prediction, encoded before
+//!                    the run; same key, the sink's partition fnv1a(key) mod 4, an id header of the
+//!                    sink's length) ──> wait for every ack
+//!                    no parsing, no compute; with a compressing producer it compresses what
+//!                    weatherflow's sink compresses
 //!   weatherflow (runner in-process, W workers, --until-end), checkpointing on / off
 //!   rate: records / (last output acknowledged - first record read), sampled every ms; steady rate:
 //!   80 % of the records / (90 % acknowledged - 10 % acknowledged), the same for every job; the time
@@ -257,31 +259,40 @@ pub fn topics_with_prefix(brokers: &str, prefix: &str) -> Vec<String> {
     }
 }
 
-/// The passthrough job on `workers` threads: consume `input`, produce `sizes[p][o]` bytes per
-/// record to `output`, wait for every ack.
-pub fn passthrough(s: &Settings, input: &str, output: &str, sizes: &Arc<Vec<Vec<u32>>>, workers: usize) -> Result<BrokerRun, String> {
-    let partitions = sizes.len();
+/// The output payload of every input record, by partition and offset (weatherflow's predictions
+/// of the run's input, encoded before it).
+pub struct Outputs {
+    /// Payloads by input partition, then offset.
+    pub by_partition: Vec<Vec<Vec<u8>>>,
+}
+
+impl Outputs {
+    /// The payload answering input (`partition`, `offset`); empty for a position not in the input.
+    fn payload(&self, partition: usize, offset: usize) -> &[u8] {
+        self.by_partition
+            .get(partition)
+            .and_then(|p| p.get(offset))
+            .map_or(&[], Vec::as_slice)
+    }
+}
+
+/// The passthrough job on `workers` threads: consume `input`, produce the payload of
+/// `outputs[p][o]` per record to `output`, wait for every ack.
+pub fn passthrough(s: &Settings, input: &str, output: &str, outputs: &Arc<Outputs>, workers: usize) -> Result<BrokerRun, String> {
+    let partitions = outputs.by_partition.len();
     kafka::ensure_topics(&s.kafka.brokers, &BTreeMap::new(), &[output], partitions as i32, 1).map_err(|e| e.to_string())?;
-    let max = sizes.iter().flatten().copied().max().unwrap_or(0) as usize;
-    let filler: Arc<Vec<u8>> = Arc::new((0..max).map(|i| b'a' + (i % 26) as u8).collect());
     let wall = Instant::now();
     let meter = CpuMeter::start();
     let group = unique("passthrough");
     let acked = Arc::new(AtomicU64::new(0));
-    let total: u64 = sizes.iter().map(|p| p.len() as u64).sum();
+    let total: u64 = outputs.by_partition.iter().map(|p| p.len() as u64).sum();
     let threads: Vec<_> = (0..workers.max(1))
         .map(|w| {
             let (b, copts, popts) = (s.kafka.brokers.clone(), s.consumer_options(), s.producer_options());
-            let (input, output, sizes, filler, group, acked) = (
-                input.to_string(),
-                output.to_string(),
-                sizes.clone(),
-                filler.clone(),
-                group.clone(),
-                acked.clone(),
-            );
+            let (input, output, outputs, group, acked) =
+                (input.to_string(), output.to_string(), outputs.clone(), group.clone(), acked.clone());
             let mine: Vec<i32> = (0..partitions).filter(|p| p % workers.max(1) == w).map(|p| p as i32).collect();
-            std::thread::spawn(move || pass_thread(&b, &copts, &popts, &group, &input, &output, &mine, &sizes, &filler, acked))
+            std::thread::spawn(move || pass_thread(&b, &copts, &popts, &group, &input, &output, &mine, &outputs, acked))
         })
         .collect();
     let mut progress = Progress::default();
@@ -326,19 +337,18 @@ fn pass_thread(
     input: &str,
     output: &str,
     mine: &[i32],
-    sizes: &[Vec<u32>],
-    filler: &[u8],
+    outputs: &Outputs,
     acked: Arc<AtomicU64>,
 ) -> Result<Span, String> {
     let c = kafka::consumer(brokers, group, copts).map_err(|e| e.to_string())?;
     let p = producer(brokers, popts, Some(acked)).map_err(|e| e.to_string())?;
-    let out_partitions = sizes.len().max(1) as u64;
+    let out_partitions = outputs.by_partition.len().max(1) as u64;
     let mut tpl = TopicPartitionList::new();
     let mut at_end: BTreeMap<i32, bool> = BTreeMap::new();
     for part in mine {
         tpl.add_partition_offset(input, *part, Offset::Beginning)
             .map_err(|e| e.to_string())?;
-        at_end.insert(*part, sizes[*part as usize].is_empty());
+        at_end.insert(*part, outputs.by_partition[*part as usize].is_empty());
     }
     if mine.is_empty() {
         return Ok((None, Instant::now(), 0));
@@ -358,7 +368,6 @@ fn pass_thread(
                     first.get_or_insert_with(Instant::now);
                     let (part, off) = (m.partition(), m.offset());
                     at_end.insert(part, false);
-                    let len = sizes[part as usize].get(off as usize).copied().unwrap_or(0) as usize;
                     id.clear();
                     use std::fmt::Write;
                     let _ = write!(id, "{:016x}/{part}:{off}", 0);
@@ -372,7 +381,7 @@ fn pass_thread(
                     let rec = BaseRecord::to(output)
                         .partition(out_part)
                         .key(key)
-                        .payload(&filler[..len])
+                        .payload(outputs.payload(part as usize, off as usize))
                         .headers(headers);
                     send(&p, rec).map_err(|e| e.to_string())?;
                     sent += 1;
@@ -496,15 +505,14 @@ pub fn consume_only(s: &Settings, topic: &str, partitions: usize) -> Result<Brok
     })
 }
 
-/// Produces records of the outputs' sizes (keys and partitions of the inputs) and waits for
-/// every acknowledgement, on one producer.
-pub fn produce_only(s: &Settings, data: &Dataset, sizes: &[Vec<u32>], topic: &str) -> Result<BrokerRun, String> {
-    kafka::ensure_topics(&s.kafka.brokers, &BTreeMap::new(), &[topic], sizes.len() as i32, 1).map_err(|e| e.to_string())?;
+/// Produces the outputs (keys and partitions of the inputs) and waits for every acknowledgement,
+/// on one producer.
+pub fn produce_only(s: &Settings, data: &Dataset, outputs: &Outputs, topic: &str) -> Result<BrokerRun, String> {
+    let partitions = outputs.by_partition.len();
+    kafka::ensure_topics(&s.kafka.brokers, &BTreeMap::new(), &[topic], partitions as i32, 1).map_err(|e| e.to_string())?;
     let wall = Instant::now();
     let meter = CpuMeter::start();
     let p = producer(&s.kafka.brokers, &s.producer_options(), None).map_err(|e| e.to_string())?;
-    let max = sizes.iter().flatten().copied().max().unwrap_or(0) as usize;
-    let filler: Vec<u8> = (0..max).map(|i| b'a' + (i % 26) as u8).collect();
     let start = Instant::now();
     let mut sent = 0u64;
     let mut id = String::new();
@@ -517,12 +525,11 @@ pub fn produce_only(s: &Settings, data: &Dataset, sizes: &[Vec<u32>], topic: &st
                 key: ID_HEADER,
                 value: Some(id.as_bytes()),
             });
-            let len = sizes[part][off] as usize;
-            let out_part = (station_hash(&String::from_utf8_lossy(&m.key)) % sizes.len().max(1) as u64) as i32;
+            let out_part = (station_hash(&String::from_utf8_lossy(&m.key)) % partitions.max(1) as u64) as i32;
             let rec = BaseRecord::to(topic)
                 .partition(out_part)
                 .key(&m.key[..])
-                .payload(&filler[..len])
+                .payload(outputs.payload(part, off))
                 .headers(headers);
             send(&p, rec).map_err(|e| e.to_string())?;
             sent += 1;

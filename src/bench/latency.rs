@@ -48,11 +48,12 @@ pub struct LatencyOptions {
     pub producer_linger_ms: u64,
 }
 
-/// Acknowledgement time (µs) of each prediction, by the input position (partition, offset) it
-/// answers. Filled on the worker threads (the sink's acknowledgement hook), so it is sized for
-/// the whole run up front and keyed without allocating: growing a map of a million entries under
-/// its lock stalled both workers for tens of ms, which the measurement then counted as latency.
-type Acks = Arc<Mutex<HashMap<(i32, i64), u64>>>;
+/// Acknowledgement time (µs) and the prediction's own timestamp (ms: when the sink handed it to the
+/// producer) of each prediction, by the input position (partition, offset) it answers. Filled on
+/// the worker threads (the sink's acknowledgement hook), so it is sized for the whole run up front
+/// and keyed without allocating: growing a map of a million entries under its lock stalled both
+/// workers for tens of ms, which the measurement then counted as latency.
+type Acks = Arc<Mutex<HashMap<(i32, i64), (u64, i64)>>>;
 
 /// Records sent (and answered) before timing starts.
 const WARMUP_RECORDS: usize = 200;
@@ -88,11 +89,20 @@ pub struct LatencyRun {
     /// 99th percentile of that, ms.
     pub visible_p99_ms: f64,
     /// Median of the part up to the sink handing the prediction to the producer (the output
-    /// message's timestamp, ms resolution; NaN unless measured with `visible`): input produce,
-    /// fetch, epochs, operators.
+    /// message's timestamp, ms resolution): input produce, broker hop, fetch, epochs, operators.
+    /// The rest is the producer's batching and the broker's acknowledgement.
     pub to_sink_p50_ms: f64,
     /// 99th percentile of that part, ms.
     pub to_sink_p99_ms: f64,
+    /// 99th percentile of the records sent in each second of the run, ms: a tail that grows
+    /// second by second is a setup falling behind, a single high second a stall it recovered from.
+    pub p99_by_second_ms: Vec<f64>,
+    /// Source activations that did not read because reading had run `checkpoint.max_lead_ms`
+    /// ahead of the last durable checkpoint (the checkpoint gate).
+    pub source_gated: u64,
+    /// Source activations that did not read because `source.max_in_flight` records awaited
+    /// their answers.
+    pub source_throttled: u64,
     /// Checkpoints written during the run.
     pub checkpoints: u64,
     /// Slowest checkpoint write (upper bound of its histogram bucket), ms.
@@ -100,13 +110,22 @@ pub struct LatencyRun {
 }
 
 /// Records (partition, offset, send time) of acknowledged input.
-#[derive(Default)]
 struct SentLog {
     sent: Mutex<Vec<(i32, i64, u64)>>,
     failed: AtomicU64,
 }
 
 impl ClientContext for SentLog {}
+
+impl SentLog {
+    /// A log with room for `n` records (growing it reallocates on the generator's thread).
+    fn with_capacity(n: usize) -> Self {
+        SentLog {
+            sent: Mutex::new(Vec::with_capacity(n)),
+            failed: AtomicU64::new(0),
+        }
+    }
+}
 
 impl ProducerContext for SentLog {
     type DeliveryOpaque = usize;
@@ -142,6 +161,12 @@ pub fn input_key(id: &[u8]) -> Option<(i32, i64)> {
 /// Arrival time (µs) and the output's own timestamp (ms: when the sink handed it to the
 /// producer) by input position, filled by the reader thread.
 type Arrivals = Arc<Mutex<HashMap<(i32, i64), (u64, i64)>>>;
+
+/// An arrivals map with room for `n` records: the reader fills it on its own thread, and growing it
+/// would stall that reader (the measured hop) and the threads waiting on its lock.
+fn sized_arrivals(n: usize) -> Arrivals {
+    Arc::new(Mutex::new(HashMap::with_capacity(n + n / 4)))
+}
 
 /// Reads `topic` from the beginning until `stop`, noting arrivals. Outputs are keyed by the input
 /// position in their id header; with `input = true` the topic is the input itself (the broker's
@@ -205,10 +230,10 @@ pub fn run(spec: &ClusterSpec, data: &Dataset, rate: f64, seconds: f64, opts: &L
     let acks: Acks = Arc::new(Mutex::new(HashMap::with_capacity(expected + expected / 4)));
     {
         let acks = acks.clone();
-        metrics.ack_tap.set(Arc::new(move |id: &[u8]| {
+        metrics.ack_tap.set(Arc::new(move |id: &[u8], produced_ms: i64| {
             let t = now_us();
             if let (Some(key), Ok(mut a)) = (input_key(id), acks.lock()) {
-                a.insert(key, t);
+                a.insert(key, (t, produced_ms));
             }
         }));
     }
@@ -217,7 +242,7 @@ pub fn run(spec: &ClusterSpec, data: &Dataset, rate: f64, seconds: f64, opts: &L
         let (s, m, sd) = (s.clone(), metrics.clone(), shutdown.clone());
         std::thread::spawn(move || runner::run_process_with(&s, 0, sd, m).map_err(|e| e.to_string()))
     };
-    let arrivals: Arrivals = Arc::default();
+    let arrivals: Arrivals = sized_arrivals(expected);
     let stop = Arc::new(AtomicBool::new(false));
     let reader = opts
         .visible
@@ -226,7 +251,7 @@ pub fn run(spec: &ClusterSpec, data: &Dataset, rate: f64, seconds: f64, opts: &L
         let snap = metrics.snapshot();
         snap.predictions_acked + snap.dlq_acked
     };
-    let result = generate(&s, data, rate, seconds, opts.producer_linger_ms, &answered);
+    let result = generate(&s, data, rate, seconds, opts.producer_linger_ms, expected, &answered);
     // Let the last predictions arrive, then stop everything (the runner drains).
     let deadline = Instant::now() + Duration::from_secs(60);
     if let Ok((sent, _, _)) = &result {
@@ -245,18 +270,28 @@ pub fn run(spec: &ClusterSpec, data: &Dataset, rate: f64, seconds: f64, opts: &L
     let arrivals = arrivals.lock().map_err(|_| "poisoned".to_string())?;
     let acks = acks.lock().map_err(|_| "poisoned".to_string())?;
     let (mut lat, mut visible, mut to_sink) = (Vec::new(), Vec::new(), Vec::new());
+    let mut by_second: Vec<Vec<f64>> = Vec::new();
+    let first_sent = log.iter().map(|l| l.2).min().unwrap_or(0);
     let mut missing = 0u64;
     for (p, o, sent) in log {
         match acks.get(&(p, o)) {
-            Some(a) => lat.push(a.saturating_sub(sent) as f64 / 1000.0),
+            Some((a, produced_ms)) => {
+                let ms = a.saturating_sub(sent) as f64 / 1000.0;
+                lat.push(ms);
+                to_sink.push(*produced_ms as f64 - sent as f64 / 1000.0);
+                let second = ((sent - first_sent) / 1_000_000) as usize;
+                if by_second.len() <= second {
+                    by_second.resize_with(second + 1, Vec::new);
+                }
+                by_second[second].push(ms);
+            }
             None => missing += 1,
         }
-        if let Some((a, produced_ms)) = arrivals.get(&(p, o)) {
+        if let Some((a, _)) = arrivals.get(&(p, o)) {
             visible.push(a.saturating_sub(sent) as f64 / 1000.0);
-            to_sink.push(*produced_ms as f64 - sent as f64 / 1000.0);
         }
     }
-    for v in [&mut lat, &mut visible, &mut to_sink] {
+    for v in [&mut lat, &mut visible, &mut to_sink].into_iter().chain(by_second.iter_mut()) {
         v.sort_by(f64::total_cmp);
     }
     Ok(LatencyRun {
@@ -275,6 +310,9 @@ pub fn run(spec: &ClusterSpec, data: &Dataset, rate: f64, seconds: f64, opts: &L
         visible_p99_ms: percentile(&visible, 0.99),
         to_sink_p50_ms: percentile(&to_sink, 0.5),
         to_sink_p99_ms: percentile(&to_sink, 0.99),
+        p99_by_second_ms: by_second.iter().map(|v| percentile(v, 0.99)).collect(),
+        source_gated: metrics.source_gated.load(Ordering::Relaxed),
+        source_throttled: metrics.source_throttled.load(Ordering::Relaxed),
         checkpoints: snap.checkpoints,
         checkpoint_write_max_ms: metrics.ops.checkpoint_write.snapshot().quantile(1.0).unwrap_or(0.0) * 1000.0,
     })
@@ -289,11 +327,12 @@ pub fn broker_hop(spec: &ClusterSpec, data: &Dataset, rate: f64, seconds: f64, o
     let s = spec.settings()?;
     let partitions = data.by_partition.len();
     kafka::ensure_topics(&s.kafka.brokers, &Default::default(), &[&spec.features], partitions as i32, 1).map_err(|e| e.to_string())?;
-    let inputs: Arrivals = Arc::default();
+    let expected = WARMUP_RECORDS + (rate * seconds) as usize;
+    let inputs: Arrivals = sized_arrivals(expected);
     let stop = Arc::new(AtomicBool::new(false));
     let reader = spawn_reader(&s.kafka.brokers, &spec.features, partitions, &inputs, &stop, true);
     let seen = || inputs.lock().map(|a| a.len() as u64).unwrap_or(0);
-    let result = generate(&s, data, rate, seconds, opts.producer_linger_ms, &seen);
+    let result = generate(&s, data, rate, seconds, opts.producer_linger_ms, expected, &seen);
     let deadline = Instant::now() + Duration::from_secs(30);
     if let Ok((sent, _, _)) = &result {
         while seen() < *sent && Instant::now() < deadline {
@@ -348,12 +387,13 @@ fn generate(
     rate: f64,
     seconds: f64,
     linger_ms: u64,
+    expected: usize,
     answered: &dyn Fn() -> u64,
 ) -> Result<(u64, Vec<(i32, i64, u64)>, f64), String> {
     let mut opts = s.producer_options();
     opts.insert("linger.ms".into(), linger_ms.to_string());
     let p: BaseProducer<SentLog> = kafka::client_config(&s.kafka.brokers, &opts)
-        .create_with_context(SentLog::default())
+        .create_with_context(SentLog::with_capacity(expected + expected / 4))
         .map_err(|e| e.to_string())?;
     // Round-robin over partitions keeps every station's records in window order.
     let parts = data.by_partition.len();
@@ -391,7 +431,8 @@ fn generate(
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    let warm = std::mem::take(&mut *p.context().sent.lock().map_err(|_| "poisoned")?);
+    // The warm-up records are not timed; clearing keeps the log's capacity.
+    p.context().sent.lock().map_err(|_| "poisoned")?.clear();
     let start = Instant::now();
     let mut i = 0u64;
     'outer: loop {
@@ -418,7 +459,6 @@ fn generate(
     let achieved = i as f64 / start.elapsed().as_secs_f64();
     let _ = p.flush(Duration::from_secs(60));
     let timed = std::mem::take(&mut *p.context().sent.lock().map_err(|_| "poisoned")?);
-    drop(warm);
     let failed = p.context().failed.load(Ordering::Relaxed);
     if failed > 0 {
         return Err(format!("{failed} input records failed to publish"));

@@ -357,10 +357,13 @@ fn sweep_part(base: &BaseSeries, a: &BenchArgs, repeats: usize) -> Result<Vec<Sw
     Ok(points)
 }
 
-/// Payload size of each input's output (its prediction's JSON), by partition and offset.
-fn output_sizes(data: &Dataset) -> Vec<Vec<u32>> {
+/// Each input's output payload (its prediction's JSON, as weatherflow's sink would send it), by
+/// partition and offset: the passthrough and produce-only jobs send these very bytes, so that
+/// with a compressing producer they cost what weatherflow's outputs cost.
+fn output_payloads(data: &Dataset) -> broker::Outputs {
     let mut seq = model::Sequential::new(fallback_params(ModelSource::fallback_only()), Serving::default());
-    data.by_partition
+    let by_partition = data
+        .by_partition
         .iter()
         .enumerate()
         .map(|(p, msgs)| {
@@ -368,24 +371,25 @@ fn output_sizes(data: &Dataset) -> Vec<Vec<u32>> {
                 .enumerate()
                 .map(|(o, m)| {
                     let Ok(record) = crate::contract::FeatureRecord::parse(&m.payload) else {
-                        return m.payload.len() as u32;
+                        return m.payload.clone();
                     };
                     let source = crate::contract::SourcePosition {
                         partition: p as i32,
                         offset: o as i64,
                     };
                     let f = seq.forecast(crate::operators::Accepted { record, source });
-                    crate::operators::encode(seq.score(f), "bench").payload.len() as u32
+                    crate::operators::encode(seq.score(f), "bench").payload
                 })
                 .collect()
         })
-        .collect()
+        .collect();
+    broker::Outputs { by_partition }
 }
 
 fn e2e_part(base: &BaseSeries, a: &BenchArgs, work: &std::path::Path, repeats: usize) -> Result<E2eSection, BenchError> {
     let err = part_err("e2e");
     let data = base.generate(a.e2e_records, a.stations, 4);
-    let sizes = Arc::new(output_sizes(&data));
+    let outputs = Arc::new(output_payloads(&data));
     let input = format!("{}-features", unique("e2e"));
     let spec = |ckpt: bool| {
         let mut s = spec_for(a, &input, work, "e2e");
@@ -395,7 +399,7 @@ fn e2e_part(base: &BaseSeries, a: &BenchArgs, work: &std::path::Path, repeats: u
     };
     let settings = spec(false).settings().map_err(&err)?;
     tracing::info!(records = data.records, topic = %input, "bench: e2e prefill");
-    let mut section = E2eSection::new(&data, &sizes);
+    let mut section = E2eSection::new(&data, &outputs);
     section.prefill_seconds = broker::prefill(&a.brokers, &settings.producer_options(), &input, &data).map_err(&err)?;
     let result = (|| -> Result<(), String> {
         for rep in 0..repeats {
@@ -410,7 +414,7 @@ fn e2e_part(base: &BaseSeries, a: &BenchArgs, work: &std::path::Path, repeats: u
                 let run = match job {
                     "passthrough" => {
                         let out = format!("{}-passthrough", unique("e2e"));
-                        let r = broker::passthrough(&settings, &input, &out, &sizes, a.e2e_workers);
+                        let r = broker::passthrough(&settings, &input, &out, &outputs, a.e2e_workers);
                         broker::delete_topics(&a.brokers, &[&out]);
                         r?
                     }
@@ -427,7 +431,7 @@ fn e2e_part(base: &BaseSeries, a: &BenchArgs, work: &std::path::Path, repeats: u
             if a.e2e_jobs.iter().any(|j| j == "baselines") {
                 section.runs.push(broker::consume_only(&settings, &input, 4)?);
                 let out = format!("{}-produce", unique("e2e"));
-                let r = broker::produce_only(&settings, &data, &sizes, &out);
+                let r = broker::produce_only(&settings, &data, &outputs, &out);
                 broker::delete_topics(&a.brokers, &[&out]);
                 section.runs.push(r?);
             }

@@ -157,8 +157,8 @@ pub struct E2eSection {
 
 impl E2eSection {
     /// An empty section.
-    pub fn new(data: &Dataset, sizes: &[Vec<u32>]) -> Self {
-        let out: u64 = sizes.iter().flatten().map(|s| u64::from(*s)).sum();
+    pub fn new(data: &Dataset, outputs: &super::broker::Outputs) -> Self {
+        let out: u64 = outputs.by_partition.iter().flatten().map(|o| o.len() as u64).sum();
         E2eSection {
             records: data.records,
             input_bytes_per_record: data.payload_bytes as f64 / data.records.max(1) as f64,
@@ -470,27 +470,30 @@ impl Report {
                 let visible = if l.visible_p50_ms.is_nan() {
                     String::new()
                 } else {
-                    format!(
-                        "| visible downstream p50 {:.1} p99 {:.1}, to sink p50 {:.1} p99 {:.1} ",
-                        l.visible_p50_ms, l.visible_p99_ms, l.to_sink_p50_ms, l.to_sink_p99_ms
-                    )
+                    format!("| visible downstream p50 {:.1} p99 {:.1} ", l.visible_p50_ms, l.visible_p99_ms)
                 };
                 let _ = writeln!(
                     o,
-                    "epoch {:>3} ms, checkpoints {:<3}: p50 {:>6.1} ms  p90 {:>6.1}  p99 {:>6.1}  max {:>6.1}  {}({} timed, {} missing, sent {:.0} rec/s, {} checkpoints, slowest write <= {:.0} ms)",
+                    "epoch {:>3} ms, checkpoints {:<3}: p50 {:>6.1} ms  p90 {:>6.1}  p99 {:>6.1}  max {:>6.1}  | to sink p50 {:.1} p99 {:.1} {}({} timed, {} missing, sent {:.0} rec/s, {} checkpoints, slowest write <= {:.0} ms, source paused: gate {}, in-flight bound {})",
                     l.epoch_ms,
                     if l.checkpoint { "on" } else { "off" },
                     l.p50_ms,
                     l.p90_ms,
                     l.p99_ms,
                     l.max_ms,
+                    l.to_sink_p50_ms,
+                    l.to_sink_p99_ms,
                     visible,
                     l.measured,
                     l.missing,
                     l.sent_rate,
                     l.checkpoints,
-                    l.checkpoint_write_max_ms
+                    l.checkpoint_write_max_ms,
+                    l.source_gated,
+                    l.source_throttled
                 );
+                let seconds: Vec<String> = l.p99_by_second_ms.iter().map(|v| format!("{v:.0}")).collect();
+                let _ = writeln!(o, "    p99 by second of the run (ms): {}", seconds.join(" "));
             }
             for b in &self.latency_broker {
                 let _ = writeln!(

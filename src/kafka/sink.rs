@@ -158,10 +158,12 @@ struct Delivery {
 /// What a failed delivery hands back to be sent again: payload, key, headers.
 type FailedRecord = (Vec<u8>, Option<Vec<u8>>, Vec<(String, Vec<u8>)>);
 
-/// Called with the id header (`<lineage>/<partition>:<offset>` of the input it answers) of every
-/// record the broker acknowledged, at the moment the acknowledgement is handled. Installed through
-/// [`crate::metrics::Metrics::ack_tap`] (the latency benchmark uses it); absent, it costs nothing.
-pub type AckTap = std::sync::Arc<dyn Fn(&[u8]) + Send + Sync>;
+/// Called with the id header (`<lineage>/<partition>:<offset>` of the input it answers) and the
+/// message timestamp (ms since the epoch: when the sink handed it to the producer; 0 if absent) of
+/// every record the broker acknowledged, at the moment the acknowledgement is handled. Installed
+/// through [`crate::metrics::Metrics::ack_tap`] (the latency benchmark uses it); absent, it costs
+/// nothing.
+pub type AckTap = std::sync::Arc<dyn Fn(&[u8], i64) + Send + Sync>;
 
 /// Collects delivery reports (called on the worker thread from `producer.poll`).
 pub struct DeliveryContext {
@@ -182,7 +184,7 @@ impl ProducerContext for DeliveryContext {
                 .and_then(|h| h.iter().find(|h| h.key == ID_HEADER))
                 .and_then(|h| h.value)
             {
-                tap(id);
+                tap(id, m.timestamp().to_millis().unwrap_or(0));
             }
         }
         let report = match result {
