@@ -40,12 +40,14 @@ use crate::metrics::Metrics;
 use crate::runner;
 
 /// How a latency run is measured.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct LatencyOptions {
     /// Also read the predictions back (send -> fetchable downstream).
     pub visible: bool,
     /// `linger.ms` of the generator's producer.
     pub producer_linger_ms: u64,
+    /// `compression.type` of the generator's producer (`None`: weatherflow's producer default).
+    pub input_compression: Option<String>,
 }
 
 /// Acknowledgement time (µs) and the prediction's own timestamp (ms: when the sink handed it to the
@@ -251,7 +253,7 @@ pub fn run(spec: &ClusterSpec, data: &Dataset, rate: f64, seconds: f64, opts: &L
         let snap = metrics.snapshot();
         snap.predictions_acked + snap.dlq_acked
     };
-    let result = generate(&s, data, rate, seconds, opts.producer_linger_ms, expected, &answered);
+    let result = generate(&s, data, rate, seconds, opts, expected, &answered);
     // Let the last predictions arrive, then stop everything (the runner drains).
     let deadline = Instant::now() + Duration::from_secs(60);
     if let Ok((sent, _, _)) = &result {
@@ -332,7 +334,7 @@ pub fn broker_hop(spec: &ClusterSpec, data: &Dataset, rate: f64, seconds: f64, o
     let stop = Arc::new(AtomicBool::new(false));
     let reader = spawn_reader(&s.kafka.brokers, &spec.features, partitions, &inputs, &stop, true);
     let seen = || inputs.lock().map(|a| a.len() as u64).unwrap_or(0);
-    let result = generate(&s, data, rate, seconds, opts.producer_linger_ms, expected, &seen);
+    let result = generate(&s, data, rate, seconds, opts, expected, &seen);
     let deadline = Instant::now() + Duration::from_secs(30);
     if let Ok((sent, _, _)) = &result {
         while seen() < *sent && Instant::now() < deadline {
@@ -386,12 +388,15 @@ fn generate(
     data: &Dataset,
     rate: f64,
     seconds: f64,
-    linger_ms: u64,
+    load: &LatencyOptions,
     expected: usize,
     answered: &dyn Fn() -> u64,
 ) -> Result<(u64, Vec<(i32, i64, u64)>, f64), String> {
     let mut opts = s.producer_options();
-    opts.insert("linger.ms".into(), linger_ms.to_string());
+    opts.insert("linger.ms".into(), load.producer_linger_ms.to_string());
+    if let Some(c) = &load.input_compression {
+        opts.insert("compression.type".into(), c.clone());
+    }
     let p: BaseProducer<SentLog> = kafka::client_config(&s.kafka.brokers, &opts)
         .create_with_context(SentLog::with_capacity(expected + expected / 4))
         .map_err(|e| e.to_string())?;

@@ -156,6 +156,12 @@ pub struct BenchArgs {
     /// linger.ms of the latency runs' load generator (librdkafka's default is 5).
     #[arg(long, default_value_t = 5)]
     pub latency_producer_linger_ms: u64,
+    /// compression.type of the feature records' producer (the e2e prefill, the latency load
+    /// generator), the upstream writer's choice. Uncompressed by default: on the test broker,
+    /// reading lz4-compressed input is capped near 280,000 rec/s whatever reads it, which would
+    /// cap the passthrough too (BENCHMARKS.md).
+    #[arg(long, default_value = "none")]
+    pub input_compression: String,
     /// Epoch lengths (ms) of the latency runs.
     #[arg(long, value_delimiter = ',', default_value = "10,100")]
     pub latency_epoch_ms: Vec<u64>,
@@ -247,6 +253,7 @@ pub fn run(a: &BenchArgs) -> Result<Report, BenchError> {
         let opts = latency::LatencyOptions {
             visible: a.latency_visible,
             producer_linger_ms: a.latency_producer_linger_ms,
+            input_compression: Some(a.input_compression.clone()),
         };
         for rep in 0..repeats.min(2) {
             tracing::info!(rate, "bench: latency, the broker alone");
@@ -400,7 +407,11 @@ fn e2e_part(base: &BaseSeries, a: &BenchArgs, work: &std::path::Path, repeats: u
     let settings = spec(false).settings().map_err(&err)?;
     tracing::info!(records = data.records, topic = %input, "bench: e2e prefill");
     let mut section = E2eSection::new(&data, &outputs);
-    section.prefill_seconds = broker::prefill(&a.brokers, &settings.producer_options(), &input, &data).map_err(&err)?;
+    let mut upstream = settings.producer_options();
+    upstream.insert("compression.type".into(), a.input_compression.clone());
+    let compression = |o: &std::collections::BTreeMap<String, String>| o.get("compression.type").cloned().unwrap_or_default();
+    section.compression = (compression(&upstream), compression(&settings.producer_options()));
+    section.prefill_seconds = broker::prefill(&a.brokers, &upstream, &input, &data).map_err(&err)?;
     let result = (|| -> Result<(), String> {
         for rep in 0..repeats {
             let mut jobs: Vec<&str> = ["passthrough", "weatherflow", "weatherflow+checkpoints"]

@@ -151,6 +151,9 @@ pub struct E2eSection {
     pub output_bytes_per_record: f64,
     /// Time to pre-fill the input topic, s.
     pub prefill_seconds: f64,
+    /// `compression.type` of the input (the prefill's producer) and of the outputs (weatherflow's
+    /// sink, the passthrough and produce-only jobs).
+    pub compression: (String, String),
     /// Every run.
     pub runs: Vec<BrokerRun>,
 }
@@ -164,6 +167,7 @@ impl E2eSection {
             input_bytes_per_record: data.payload_bytes as f64 / data.records.max(1) as f64,
             output_bytes_per_record: out as f64 / data.records.max(1) as f64,
             prefill_seconds: 0.0,
+            compression: Default::default(),
             runs: Vec::new(),
         }
     }
@@ -417,8 +421,8 @@ impl Report {
         if let Some(e) = &self.e2e {
             let _ = writeln!(
                 o,
-                "\n== through the broker ({} records, {:.0} B in, {:.0} B out per record; rate = records / (last ack - first read))",
-                e.records, e.input_bytes_per_record, e.output_bytes_per_record
+                "\n== through the broker ({} records, {:.0} B in, {:.0} B out per record, compression: input {}, outputs {}; rate = records / (last ack - first read))",
+                e.records, e.input_bytes_per_record, e.output_bytes_per_record, e.compression.0, e.compression.1
             );
             let pass = e.median("passthrough");
             for job in [
