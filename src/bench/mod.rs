@@ -157,9 +157,9 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 5)]
     pub latency_producer_linger_ms: u64,
     /// compression.type of the feature records' producer (the e2e prefill, the latency load
-    /// generator), the upstream writer's choice. Uncompressed by default: on the test broker,
-    /// reading lz4-compressed input is capped near 280,000 rec/s whatever reads it, which would
-    /// cap the passthrough too (BENCHMARKS.md).
+    /// generator), the upstream writer's choice. Uncompressed by default: with librdkafka's
+    /// default fetch backoffs, reading lz4-compressed input from the test broker was capped near
+    /// 280,000 rec/s whatever read it, which capped the passthrough too (BENCHMARKS.md).
     #[arg(long, default_value = "none")]
     pub input_compression: String,
     /// Epoch lengths (ms) of the latency runs.
