@@ -212,13 +212,25 @@ fn the_ack_tap_sees_every_acknowledged_output_once() {
 
     let (b, t, input, settings) = until_end("ack-tap", 300);
     let metrics = Arc::new(Metrics::default());
-    let tapped = Arc::new(Mutex::new(Vec::<String>::new()));
+    let tapped = Arc::new(Mutex::new(Vec::<(String, i64)>::new()));
     let into = tapped.clone();
-    assert!(metrics.ack_tap.set(Arc::new(move |id: &[u8], _produced_ms: i64| {
-        into.lock().unwrap().push(String::from_utf8_lossy(id).into_owned());
+    assert!(metrics.ack_tap.set(Arc::new(move |id: &[u8], produced_ms: i64| {
+        into.lock().unwrap().push((String::from_utf8_lossy(id).into_owned(), produced_ms));
     })));
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    let started = now_ms();
     let snap = weatherflow::runner::run_process_with(&settings, 0, Arc::new(AtomicBool::new(false)), metrics).unwrap();
-    let tapped = tapped.lock().unwrap().clone();
+    let finished = now_ms();
+    let (tapped, produced): (Vec<String>, Vec<i64>) = tapped.lock().unwrap().iter().cloned().unzip();
+    assert!(
+        produced.iter().all(|t| (started..=finished).contains(t)),
+        "each output's own timestamp is when the sink produced it, within the run"
+    );
     assert_eq!(snap.predictions_acked as usize, input.len());
     assert_eq!(
         tapped.len() as u64,
