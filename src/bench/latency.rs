@@ -46,8 +46,8 @@ pub struct LatencyOptions {
     pub visible: bool,
     /// `linger.ms` of the generator's producer.
     pub producer_linger_ms: u64,
-    /// `compression.type` of the generator's producer (`None`: weatherflow's producer default).
-    pub input_compression: Option<String>,
+    /// `compression.type` of the generator's producer (the upstream writer's choice).
+    pub input_compression: String,
 }
 
 /// Acknowledgement time (µs) and the prediction's own timestamp (ms: when the sink handed it to the
@@ -394,9 +394,7 @@ fn generate(
 ) -> Result<(u64, Vec<(i32, i64, u64)>, f64), String> {
     let mut opts = s.producer_options();
     opts.insert("linger.ms".into(), load.producer_linger_ms.to_string());
-    if let Some(c) = &load.input_compression {
-        opts.insert("compression.type".into(), c.clone());
-    }
+    opts.insert("compression.type".into(), load.input_compression.clone());
     let p: BaseProducer<SentLog> = kafka::client_config(&s.kafka.brokers, &opts)
         .create_with_context(SentLog::with_capacity(expected + expected / 4))
         .map_err(|e| e.to_string())?;

@@ -253,7 +253,7 @@ pub fn run(a: &BenchArgs) -> Result<Report, BenchError> {
         let opts = latency::LatencyOptions {
             visible: a.latency_visible,
             producer_linger_ms: a.latency_producer_linger_ms,
-            input_compression: Some(a.input_compression.clone()),
+            input_compression: a.input_compression.clone(),
         };
         for rep in 0..repeats.min(2) {
             tracing::info!(rate, "bench: latency, the broker alone");
