@@ -111,10 +111,7 @@ impl Writer {
                     }
                 }
             })
-            .map_err(|source| CheckpointError::Io {
-                path: PathBuf::from("<checkpoint writer thread>"),
-                source,
-            })?;
+            .map_err(writer_error)?;
         Ok(Writer {
             jobs: Some(jobs),
             done,
@@ -162,11 +159,16 @@ impl Drop for Writer {
     }
 }
 
-fn writer_gone() -> CheckpointError {
+/// An error of the writer thread itself (not of a checkpoint file).
+fn writer_error(source: std::io::Error) -> CheckpointError {
     CheckpointError::Io {
         path: PathBuf::from("<checkpoint writer thread>"),
-        source: std::io::Error::other("the checkpoint writer thread stopped"),
+        source,
     }
+}
+
+fn writer_gone() -> CheckpointError {
+    writer_error(std::io::Error::other("the checkpoint writer thread stopped"))
 }
 
 impl Checkpointer {

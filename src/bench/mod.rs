@@ -409,8 +409,8 @@ fn e2e_part(base: &BaseSeries, a: &BenchArgs, work: &std::path::Path, repeats: u
     let mut section = E2eSection::new(&data, &outputs);
     let mut upstream = settings.producer_options();
     upstream.insert("compression.type".into(), a.input_compression.clone());
-    let compression = |o: &std::collections::BTreeMap<String, String>| o.get("compression.type").cloned().unwrap_or_default();
-    section.compression = (compression(&upstream), compression(&settings.producer_options()));
+    let outputs_compression = settings.producer_options().get("compression.type").cloned().unwrap_or_default();
+    section.compression = (a.input_compression.clone(), outputs_compression);
     section.prefill_seconds = broker::prefill(&a.brokers, &upstream, &input, &data).map_err(&err)?;
     let result = (|| -> Result<(), String> {
         for rep in 0..repeats {

@@ -144,7 +144,8 @@ impl Settings {
         let mut m = BTreeMap::from([
             // Tansu and other brokers hold a fetch up to this long even when data waits; the
             // librdkafka default (500 ms) caps throughput and adds latency. 5 rather than 10:
-            // 8-13 ms off the p99 at half the maximum, no throughput lost (BENCHMARKS.md).
+            // 14-19 ms off the p99 at half the maximum in interleaved runs, no throughput lost
+            // (BENCHMARKS.md).
             ("fetch.wait.max.ms".to_string(), "5".to_string()),
         ]);
         m.extend(self.kafka.options.clone());
@@ -155,9 +156,9 @@ impl Settings {
     /// librdkafka options for a producer: common options, then producer ones.
     ///
     /// Batches are compressed with lz4 by default: predictions are 2.7 KB of JSON that compress
-    /// several times over, and sending (and the broker storing) a fraction of the bytes costs less
-    /// CPU than the compression does (BENCHMARKS.md: 26 % more throughput, a third of the broker's
-    /// CPU, and a flat latency tail at half the maximum on the test broker).
+    /// several times over, and compressing them costs less CPU than sending (and the broker
+    /// storing) all the bytes (BENCHMARKS.md: 26-36 % more throughput, a third of the broker's
+    /// CPU, and no runaway latency tail at half the maximum on the test broker).
     pub fn producer_options(&self) -> BTreeMap<String, String> {
         let mut m = BTreeMap::from([
             ("enable.idempotence".to_string(), "true".to_string()),
