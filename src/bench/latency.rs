@@ -33,7 +33,7 @@ use serde::Serialize;
 
 use super::cluster::{unique, ClusterSpec};
 use super::data::Dataset;
-use super::stats::{now_us, percentile};
+use super::stats::{now_us, percentile, CpuSeries, SecondCpu};
 use crate::kafka::sink::ID_HEADER;
 use crate::kafka::{self};
 use crate::metrics::Metrics;
@@ -99,6 +99,9 @@ pub struct LatencyRun {
     /// 99th percentile of the records sent in each second of the run, ms: a tail that grows
     /// second by second is a setup falling behind, a single high second a stall it recovered from.
     pub p99_by_second_ms: Vec<f64>,
+    /// Cores used by this process (generator and weatherflow) and by the broker in each second
+    /// from the first timed record on (the drain after the last one included).
+    pub cores_by_second: Vec<SecondCpu>,
     /// Source activations that did not read because reading had run `checkpoint.max_lead_ms`
     /// ahead of the last durable checkpoint (the checkpoint gate).
     pub source_gated: u64,
@@ -256,7 +259,7 @@ pub fn run(spec: &ClusterSpec, data: &Dataset, rate: f64, seconds: f64, opts: &L
     let result = generate(&s, data, rate, seconds, opts, expected, &answered);
     // Let the last predictions arrive, then stop everything (the runner drains).
     let deadline = Instant::now() + Duration::from_secs(60);
-    if let Ok((sent, _, _)) = &result {
+    if let Ok((sent, _, _, _)) = &result {
         while answered() < *sent && Instant::now() < deadline && !runner.is_finished() {
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -268,11 +271,12 @@ pub fn run(spec: &ClusterSpec, data: &Dataset, rate: f64, seconds: f64, opts: &L
     if let Some(reader) = reader {
         reader.join().map_err(|_| "reader panicked".to_string())??;
     }
-    let (_, log, sent_rate) = result?;
+    let (_, log, sent_rate, cpu) = result?;
+    let cores_by_second = cpu.stop();
     let arrivals = arrivals.lock().map_err(|_| "poisoned".to_string())?;
     let acks = acks.lock().map_err(|_| "poisoned".to_string())?;
     let (mut lat, mut visible, mut to_sink) = (Vec::new(), Vec::new(), Vec::new());
-    let mut by_second: Vec<Vec<f64>> = Vec::new();
+    let mut timed = Vec::with_capacity(log.len());
     let first_sent = log.iter().map(|l| l.2).min().unwrap_or(0);
     let mut missing = 0u64;
     for (p, o, sent) in log {
@@ -280,12 +284,8 @@ pub fn run(spec: &ClusterSpec, data: &Dataset, rate: f64, seconds: f64, opts: &L
             Some((a, produced_ms)) => {
                 let ms = a.saturating_sub(sent) as f64 / 1000.0;
                 lat.push(ms);
+                timed.push((sent, ms));
                 to_sink.push(*produced_ms as f64 - sent as f64 / 1000.0);
-                let second = ((sent - first_sent) / 1_000_000) as usize;
-                if by_second.len() <= second {
-                    by_second.resize_with(second + 1, Vec::new);
-                }
-                by_second[second].push(ms);
             }
             None => missing += 1,
         }
@@ -293,7 +293,7 @@ pub fn run(spec: &ClusterSpec, data: &Dataset, rate: f64, seconds: f64, opts: &L
             visible.push(a.saturating_sub(sent) as f64 / 1000.0);
         }
     }
-    for v in [&mut lat, &mut visible, &mut to_sink].into_iter().chain(by_second.iter_mut()) {
+    for v in [&mut lat, &mut visible, &mut to_sink] {
         v.sort_by(f64::total_cmp);
     }
     Ok(LatencyRun {
@@ -312,7 +312,8 @@ pub fn run(spec: &ClusterSpec, data: &Dataset, rate: f64, seconds: f64, opts: &L
         visible_p99_ms: percentile(&visible, 0.99),
         to_sink_p50_ms: percentile(&to_sink, 0.5),
         to_sink_p99_ms: percentile(&to_sink, 0.99),
-        p99_by_second_ms: by_second.iter().map(|v| percentile(v, 0.99)).collect(),
+        p99_by_second_ms: p99_by_second(timed.into_iter(), first_sent),
+        cores_by_second,
         source_gated: metrics.source_gated.load(Ordering::Relaxed),
         source_throttled: metrics.source_throttled.load(Ordering::Relaxed),
         checkpoints: snap.checkpoints,
@@ -336,19 +337,22 @@ pub fn broker_hop(spec: &ClusterSpec, data: &Dataset, rate: f64, seconds: f64, o
     let seen = || inputs.lock().map(|a| a.len() as u64).unwrap_or(0);
     let result = generate(&s, data, rate, seconds, opts, expected, &seen);
     let deadline = Instant::now() + Duration::from_secs(30);
-    if let Ok((sent, _, _)) = &result {
+    if let Ok((sent, _, _, _)) = &result {
         while seen() < *sent && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
     stop.store(true, Ordering::Relaxed);
     reader.join().map_err(|_| "reader panicked".to_string())??;
-    let (_, log, sent_rate) = result?;
+    let (_, log, sent_rate, cpu) = result?;
+    let cores_by_second = cpu.stop();
     let inputs = inputs.lock().map_err(|_| "poisoned".to_string())?;
-    let mut hop: Vec<f64> = log
+    let first_sent = log.iter().map(|l| l.2).min().unwrap_or(0);
+    let timed: Vec<(u64, f64)> = log
         .iter()
-        .filter_map(|(p, o, sent)| inputs.get(&(*p, *o)).map(|(a, _)| a.saturating_sub(*sent) as f64 / 1000.0))
+        .filter_map(|(p, o, sent)| inputs.get(&(*p, *o)).map(|(a, _)| (*sent, a.saturating_sub(*sent) as f64 / 1000.0)))
         .collect();
+    let mut hop: Vec<f64> = timed.iter().map(|t| t.1).collect();
     hop.sort_by(f64::total_cmp);
     Ok(BrokerHopRun {
         offered_rate: rate,
@@ -358,6 +362,8 @@ pub fn broker_hop(spec: &ClusterSpec, data: &Dataset, rate: f64, seconds: f64, o
         p50_ms: percentile(&hop, 0.5),
         p99_ms: percentile(&hop, 0.99),
         max_ms: hop.last().copied().unwrap_or(f64::NAN),
+        p99_by_second_ms: p99_by_second(timed.into_iter(), first_sent),
+        cores_by_second,
     })
 }
 
@@ -378,10 +384,15 @@ pub struct BrokerHopRun {
     pub p99_ms: f64,
     /// Maximum, ms.
     pub max_ms: f64,
+    /// 99th percentile of the records sent in each second of the run, ms.
+    pub p99_by_second_ms: Vec<f64>,
+    /// Cores used by this process (generator and reader) and by the broker in each second.
+    pub cores_by_second: Vec<SecondCpu>,
 }
 
 /// Sends warm-up records and waits for their predictions, then offers the rest at `rate`.
-/// Returns (records sent, timed (partition, offset, send µs), achieved rate).
+/// Returns (records sent, timed (partition, offset, send µs), achieved rate, CPU sampled from the
+/// first timed record on; the caller stops it once the answers are in).
 #[allow(clippy::type_complexity)]
 fn generate(
     s: &crate::config::Settings,
@@ -391,7 +402,7 @@ fn generate(
     load: &LatencyOptions,
     expected: usize,
     answered: &dyn Fn() -> u64,
-) -> Result<(u64, Vec<(i32, i64, u64)>, f64), String> {
+) -> Result<(u64, Vec<(i32, i64, u64)>, f64, CpuSeries), String> {
     let mut opts = s.producer_options();
     opts.insert("linger.ms".into(), load.producer_linger_ms.to_string());
     opts.insert("compression.type".into(), load.input_compression.clone());
@@ -436,6 +447,7 @@ fn generate(
     }
     // The warm-up records are not timed; clearing keeps the log's capacity.
     p.context().sent.lock().map_err(|_| "poisoned")?.clear();
+    let cpu = CpuSeries::start();
     let start = Instant::now();
     let mut i = 0u64;
     'outer: loop {
@@ -466,12 +478,46 @@ fn generate(
     if failed > 0 {
         return Err(format!("{failed} input records failed to publish"));
     }
-    Ok((sent, timed, achieved))
+    Ok((sent, timed, achieved, cpu))
+}
+
+/// The p99 (ms) of the records sent in each second of a run: `(send µs, latency ms)` samples, the
+/// first timed send starting second 0.
+fn p99_by_second(samples: impl Iterator<Item = (u64, f64)>, first_sent: u64) -> Vec<f64> {
+    let mut by_second: Vec<Vec<f64>> = Vec::new();
+    for (sent, ms) in samples {
+        let second = (sent.saturating_sub(first_sent) / 1_000_000) as usize;
+        if by_second.len() <= second {
+            by_second.resize_with(second + 1, Vec::new);
+        }
+        by_second[second].push(ms);
+    }
+    by_second
+        .iter_mut()
+        .map(|v| {
+            v.sort_by(f64::total_cmp);
+            percentile(v, 0.99)
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn p99_by_second_groups_by_send_second() {
+        let t0 = 5_000_000u64;
+        // Second 0: 100 samples of 1..=100 ms; second 1: none; second 2: one of 7 ms.
+        let mut samples: Vec<(u64, f64)> = (1..=100).map(|i| (t0 + i * 9_000, i as f64)).collect();
+        samples.push((t0 + 2_500_000, 7.0));
+        let p = p99_by_second(samples.into_iter().rev(), t0);
+        assert_eq!(p.len(), 3);
+        assert_eq!(p[0], 99.0);
+        assert!(p[1].is_nan(), "a second with no sends has no percentile");
+        assert_eq!(p[2], 7.0);
+        assert!(p99_by_second(std::iter::empty(), t0).is_empty());
+    }
 
     #[test]
     fn input_key_reads_the_position_an_id_answers() {

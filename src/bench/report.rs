@@ -496,14 +496,24 @@ impl Report {
                     l.source_gated,
                     l.source_throttled
                 );
-                let seconds: Vec<String> = l.p99_by_second_ms.iter().map(|v| format!("{v:.0}")).collect();
-                let _ = writeln!(o, "    p99 by second of the run (ms): {}", seconds.join(" "));
+                let _ = writeln!(o, "    p99 by second of the run (ms): {}", by_second(&l.p99_by_second_ms));
+                let _ = writeln!(
+                    o,
+                    "    cores by second, this process / broker: {}",
+                    cores_by_second(&l.cores_by_second)
+                );
             }
             for b in &self.latency_broker {
                 let _ = writeln!(
                     o,
                     "broker alone (generator -> broker -> one reader, no weatherflow): one hop p50 {:.1} ms  p99 {:.1}  max {:.1}  ({} timed, {} missing, sent {:.0} rec/s)",
                     b.p50_ms, b.p99_ms, b.max_ms, b.measured, b.missing, b.sent_rate
+                );
+                let _ = writeln!(o, "    p99 by second of the run (ms): {}", by_second(&b.p99_by_second_ms));
+                let _ = writeln!(
+                    o,
+                    "    cores by second, this process / broker: {}",
+                    cores_by_second(&b.cores_by_second)
                 );
             }
         }
@@ -546,4 +556,24 @@ impl Report {
 
 fn list(v: impl Iterator<Item = f64>) -> String {
     v.map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(" ")
+}
+
+/// Milliseconds of each second, rounded: `39 38 36`.
+fn by_second(v: &[f64]) -> String {
+    list(v.iter().copied())
+}
+
+/// Cores of each second, ours / the broker's: `1.02/0.31 0.98/0.35` (`-` for no broker found).
+fn cores_by_second(v: &[super::stats::SecondCpu]) -> String {
+    v.iter()
+        .map(|c| {
+            let broker = if c.broker_cores.is_nan() {
+                "-".to_string()
+            } else {
+                format!("{:.2}", c.broker_cores)
+            };
+            format!("{:.2}/{broker}", c.self_cores)
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }

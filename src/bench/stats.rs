@@ -6,6 +6,7 @@
 //!   latency samples ──percentile(p)──> p50 / p99 / max
 //!   /proc/self/status VmRSS ──rss_bytes()──> resident set size
 //!   getrusage(self) + /proc/stat ──CpuMeter──> our CPU time, and the CPU other processes used meanwhile
+//!   the same, once a second on a thread ──CpuSeries──> cores used in each second (ours, the broker's)
 //! ```
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -161,6 +162,66 @@ impl CpuMeter {
     }
 }
 
+/// CPU used in each second of a run, sampled on a thread of its own: by this process and by the
+/// local broker (see [`set_broker`]). A setup whose load is constant but whose CPU grows second by
+/// second is one that gets more expensive as it runs (the test broker's fetches do: BENCHMARKS.md).
+pub struct CpuSeries {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Vec<SecondCpu>>>,
+}
+
+/// Cores used in one second of a [`CpuSeries`].
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct SecondCpu {
+    /// This process (all threads), cores.
+    pub self_cores: f64,
+    /// The local broker process, cores; `NaN` if none was found.
+    pub broker_cores: f64,
+}
+
+impl CpuSeries {
+    /// Starts sampling now.
+    pub fn start() -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            let mut meter = CpuMeter::start();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                // Sleep in small steps so that stopping is prompt.
+                if meter.start.elapsed() < std::time::Duration::from_secs(1) {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    continue;
+                }
+                let u = meter.stop();
+                meter = CpuMeter::start();
+                out.push(SecondCpu {
+                    self_cores: u.self_cpu_s / u.wall_s,
+                    broker_cores: u.broker_cores,
+                });
+            }
+            out
+        });
+        CpuSeries {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops sampling; the cores of each whole second sampled.
+    pub fn stop(mut self) -> Vec<SecondCpu> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().and_then(|t| t.join().ok()).unwrap_or_default()
+    }
+}
+
+impl Drop for CpuSeries {
+    /// A series dropped without [`CpuSeries::stop`] (a run that failed) ends its thread too.
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Microseconds since the Unix epoch (wall clock, comparable across threads and processes).
 pub fn now_us() -> u64 {
     SystemTime::now()
@@ -203,6 +264,29 @@ pub fn load_average() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_series_samples_each_second_and_stops() {
+        let series = CpuSeries::start();
+        // Keep this thread busy for a little over two seconds.
+        let t = std::time::Instant::now();
+        let mut x = 1u64;
+        while t.elapsed() < std::time::Duration::from_millis(2200) {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        std::hint::black_box(x);
+        let stopping = std::time::Instant::now();
+        let seconds = series.stop();
+        assert!(stopping.elapsed() < std::time::Duration::from_millis(500), "stops promptly");
+        // Two whole seconds; one if the sampler was kept off the cores for a while.
+        assert!((1..=2).contains(&seconds.len()), "{seconds:?}");
+        for s in &seconds {
+            // A spinning thread: about one core (less if the machine is busy, never none).
+            assert!(s.self_cores > 0.2 && s.self_cores < 4.0, "{seconds:?}");
+        }
+        // Dropped without stop: its thread ends too (nothing to observe but that it returns).
+        drop(CpuSeries::start());
+    }
 
     #[test]
     fn median_and_percentiles() {
