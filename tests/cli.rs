@@ -157,3 +157,71 @@ fn sigterm_stops_the_local_cluster_cleanly_and_restart_resumes() {
         "only the 10 new records were processed after the restart"
     );
 }
+
+/// `weatherflow bench` through the built binary, against the real broker, at a small scale: the
+/// engine part and the latency part (the broker alone, then weatherflow with checkpoints on and
+/// off) finish, every timed record is answered, and the report carries the p99 and the cores of
+/// each second. Checks that the suite runs, not what it measures (a debug build on a busy machine).
+#[test]
+fn bench_runs_the_engine_and_latency_parts_against_the_real_broker() {
+    let b = brokers();
+    let dir = std::env::temp_dir().join("weatherflow-tests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out_json = dir.join(format!("{}.json", unique("bench")));
+    let mut cmd = bin();
+    cmd.args([
+        "bench",
+        "--brokers",
+        &b,
+        "--parts",
+        "engine,latency",
+        "--records",
+        "2000",
+        "--stations",
+        "20",
+    ])
+    .args([
+        "--workers",
+        "1",
+        "--repeats",
+        "1",
+        "--latency-rate",
+        "1500",
+        "--latency-seconds",
+        "2",
+    ])
+    .args(["--latency-epoch-ms", "5", "--e2e-workers", "2", "--out"])
+    .arg(&out_json);
+    let out = run_with_timeout(cmd, Duration::from_secs(240));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench failed: {}\n{}\n{}",
+        out.status,
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("engine fallback, 1 worker(s)"), "{stdout}");
+    assert!(stdout.contains("epoch   5 ms, checkpoints on"), "{stdout}");
+    assert!(stdout.contains("epoch   5 ms, checkpoints off"), "{stdout}");
+    assert!(stdout.contains("broker alone"), "{stdout}");
+    assert_eq!(stdout.matches("p99 by second of the run (ms):").count(), 3, "{stdout}");
+    assert_eq!(stdout.matches("cores by second, this process / broker:").count(), 3, "{stdout}");
+
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&out_json).unwrap()).unwrap();
+    let runs = report["latency"].as_array().expect("latency runs");
+    assert_eq!(runs.len(), 2, "{report}");
+    let broker = report["latency_broker"].as_array().expect("broker-alone runs");
+    assert_eq!(broker.len(), 1, "{report}");
+    for r in runs.iter().chain(broker) {
+        // 2 s at 1,500 rec/s are timed (the warm-up records are not), and every one was answered.
+        assert_eq!(r["measured"], 3000, "{r}");
+        assert_eq!(r["missing"], 0, "{r}");
+        let seconds = r["p99_by_second_ms"].as_array().unwrap();
+        assert!((2..=3).contains(&seconds.len()), "{r}");
+        let cores = r["cores_by_second"].as_array().unwrap();
+        assert!(!cores.is_empty(), "{r}");
+        assert!(cores.iter().all(|c| c["self_cores"].as_f64().unwrap() > 0.0), "{r}");
+    }
+    let _ = std::fs::remove_file(&out_json);
+}
