@@ -308,7 +308,7 @@ pub fn passthrough(s: &Settings, input: &str, output: &str, outputs: &Arc<Output
     // The run ends at the last acknowledgement, as weatherflow's does. A thread finishes later:
     // once each of its partitions reported its end, and the test broker's end-of-partition can
     // come about 0.45 s after the last record was read (one thread of two did so in most runs,
-    // which is what made the passthrough look slow in them).
+    // which made the passthrough look slower than it was).
     let last = progress.done_at().or_else(|| spans.iter().map(|s| s.1).max());
     let records: u64 = spans.iter().map(|s| s.2).sum();
     if let Some(f) = first {

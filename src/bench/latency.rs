@@ -174,11 +174,12 @@ fn sized_arrivals(n: usize) -> Arrivals {
 }
 
 /// A map with room for `n` entries whose memory is already resident. A map sized for a 30 s run
-/// at 111,000 rec/s is 268 MB; left to fault in page by page while the run fills it, the first
-/// seconds paid tens of thousands of page faults under the map's lock, on the threads that hold
-/// it (the sink's acknowledgements on weatherflow's workers), and weatherflow fell behind for
-/// seconds. Filling it with placeholder keys once before the run, then clearing it, faults every
-/// page in off the clock; `clear` keeps the allocation.
+/// at 111,000 rec/s is 268 MB; left to fault in page by page while the run fills it, its page
+/// faults fall in the first seconds, under the map's lock, on the threads that hold it (the
+/// sink's acknowledgements on weatherflow's workers). Those seconds stalled in every 30 s run at
+/// that rate before this, and not in the run after it (BENCHMARKS.md). Filling the map with
+/// placeholder keys once before the run, then clearing it, faults every page in off the clock;
+/// `clear` keeps the allocation.
 fn prefaulted_map<V: Default>(n: usize) -> HashMap<(i32, i64), V> {
     let mut m = HashMap::with_capacity(n);
     for k in 0..n as i64 {
