@@ -43,7 +43,7 @@ fn accepted(records: &[FeatureRecord]) -> Vec<Accepted> {
             let offset = next.entry(partition).or_insert(0);
             *offset += 1;
             Accepted {
-                record: r.clone(),
+                record: Box::new(r.clone()),
                 source: SourcePosition {
                     partition,
                     offset: *offset - 1,

@@ -29,7 +29,7 @@ fn input(n: usize) -> Vec<Accepted> {
         let partition = if record.station_id == "JFK" { 0 } else { 1 };
         let offset = next.entry(partition).or_insert(0);
         out.push(Accepted {
-            record,
+            record: Box::new(record),
             source: SourcePosition {
                 partition,
                 offset: *offset,

@@ -211,7 +211,7 @@ pub fn serde_limit(data: &Dataset, chunk: usize) -> SerdeRun {
             // Benchmark input is generated valid; a failure here would be a bug in data.rs.
             let Ok(record) = FeatureRecord::parse(&m.payload) else { continue };
             let f = seq.forecast(Accepted {
-                record,
+                record: Box::new(record),
                 source: SourcePosition { partition: *p, offset: *o },
             });
             if let Outcome::Predicted(pr) = seq.score(f) {

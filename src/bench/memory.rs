@@ -59,7 +59,7 @@ pub fn measure(base: &BaseSeries, stations: usize, hours: usize) -> MemoryReport
         for k in 0..stations {
             let record = base.record(stations, k, hour);
             let f = seq.forecast(Accepted {
-                record,
+                record: Box::new(record),
                 source: SourcePosition {
                     partition: 0,
                     offset: (hour * stations + k) as i64,

@@ -385,7 +385,10 @@ fn output_payloads(data: &Dataset) -> broker::Outputs {
                         partition: p as i32,
                         offset: o as i64,
                     };
-                    let f = seq.forecast(crate::operators::Accepted { record, source });
+                    let f = seq.forecast(crate::operators::Accepted {
+                        record: Box::new(record),
+                        source,
+                    });
                     crate::operators::encode(seq.score(f), "bench").payload
                 })
                 .collect()

@@ -86,7 +86,7 @@ mod tests {
         let recs: Vec<FeatureRecord> = text.lines().take(30).map(|l| FeatureRecord::parse(l.as_bytes()).unwrap()).collect();
         for (i, r) in recs.iter().enumerate() {
             let a = Accepted {
-                record: r.clone(),
+                record: Box::new(r.clone()),
                 source: SourcePosition {
                     partition: 0,
                     offset: i as i64,
@@ -97,7 +97,7 @@ mod tests {
             assert!(matches!(out, Outcome::Predicted(ref p) if p.forecast.len() == 24));
         }
         let again = Accepted {
-            record: recs[0].clone(),
+            record: Box::new(recs[0].clone()),
             source: SourcePosition { partition: 0, offset: 99 },
         };
         let f = s.forecast(again);

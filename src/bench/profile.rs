@@ -83,7 +83,7 @@ pub fn stages(data: &Dataset, params: ForecastParams, serving: Serving, chunk: u
             .iter()
             .filter_map(|(p, o, m)| {
                 FeatureRecord::parse(&m.payload).ok().map(|record| Accepted {
-                    record,
+                    record: Box::new(record),
                     source: SourcePosition { partition: *p, offset: *o },
                 })
             })

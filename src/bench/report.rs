@@ -441,13 +441,14 @@ impl Report {
                 let steady = e.median_of(job, |r| r.steady_rate);
                 let _ = writeln!(
                     o,
-                    "{job:<24} {rate:>9.0} rec/s  = {:.2} x passthrough  runs: {}  steady {steady:.0} rec/s = {:.2} x  runs: {}  first ack after {:.2} s  | our CPU {:.1} us/rec, broker {:.2} cores, others {:.2} cores",
+                    "{job:<24} {rate:>9.0} rec/s  = {:.2} x passthrough  runs: {}  steady {steady:.0} rec/s = {:.2} x  runs: {}  first ack after {:.2} s  | our CPU {:.1} us/rec, {:.3} page faults/rec, broker {:.2} cores, others {:.2} cores",
                     rate / pass,
                     list(runs.iter().map(|r| r.rate)),
                     steady / e.median_of("passthrough", |r| r.steady_rate),
                     list(runs.iter().map(|r| r.steady_rate)),
                     med(|r| r.first_ack_s),
                     med(|r| r.cpu.self_cpu_s * 1e6 / r.records as f64),
+                    med(|r| r.cpu.minor_faults as f64 / r.records as f64),
                     med(|r| r.cpu.broker_cores),
                     med(|r| r.cpu.others_cores - r.cpu.broker_cores.max(0.0))
                 );

@@ -63,12 +63,17 @@ pub struct CpuUsage {
     pub others_cores: f64,
     /// Of which the local broker process (see [`set_broker`]), in cores; `NaN` if none.
     pub broker_cores: f64,
+    /// Minor page faults of this process (first touches of memory the allocator took from or gave
+    /// back to the kernel).
+    #[serde(default)]
+    pub minor_faults: u64,
 }
 
 /// Starts a CPU measurement; [`CpuMeter::stop`] ends it.
 pub struct CpuMeter {
     start: std::time::Instant,
     self_cpu: f64,
+    faults: u64,
     busy: f64,
     broker: Option<(i32, f64)>,
 }
@@ -110,14 +115,15 @@ pub fn set_broker(brokers: &str) {
 
 static BROKER_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
 
-fn self_cpu_s() -> f64 {
+/// CPU seconds (user + system) and minor page faults of this process so far.
+fn self_usage() -> (f64, u64) {
     // SAFETY: getrusage writes into the zeroed struct we pass; no other memory is touched.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
     if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
-        return f64::NAN;
+        return (f64::NAN, 0);
     }
     let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
-    t(u.ru_utime) + t(u.ru_stime)
+    (t(u.ru_utime) + t(u.ru_stime), u64::try_from(u.ru_minflt).unwrap_or(0))
 }
 
 /// Busy CPU seconds of the whole machine since boot (`/proc/stat`, all but idle and iowait).
@@ -138,9 +144,11 @@ fn machine_busy_s() -> f64 {
 impl CpuMeter {
     /// Starts measuring.
     pub fn start() -> Self {
+        let (self_cpu, faults) = self_usage();
         CpuMeter {
             start: std::time::Instant::now(),
-            self_cpu: self_cpu_s(),
+            self_cpu,
+            faults,
             busy: machine_busy_s(),
             broker: Some(BROKER_PID.load(std::sync::atomic::Ordering::Relaxed))
                 .filter(|p| *p > 0)
@@ -151,13 +159,15 @@ impl CpuMeter {
     /// Ends the measurement.
     pub fn stop(&self) -> CpuUsage {
         let wall_s = self.start.elapsed().as_secs_f64();
-        let self_cpu = self_cpu_s() - self.self_cpu;
+        let (cpu, faults) = self_usage();
+        let self_cpu = cpu - self.self_cpu;
         let busy = machine_busy_s() - self.busy;
         CpuUsage {
             wall_s,
             self_cpu_s: self_cpu,
             others_cores: ((busy - self_cpu) / wall_s).max(0.0),
             broker_cores: self.broker.map_or(f64::NAN, |(p, c)| (process_cpu_s(p) - c) / wall_s),
+            minor_faults: faults.saturating_sub(self.faults),
         }
     }
 }

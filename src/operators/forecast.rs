@@ -323,7 +323,7 @@ mod tests {
                 precipitation_sum: Some(0.0),
             };
             let acc = Accepted {
-                record,
+                record: Box::new(record),
                 source: SourcePosition { partition: 0, offset: h },
             };
             let (x, y) = (a.observe(acc.clone(), 0.9), b.observe_with(acc, 0.9, &Serving::default()));

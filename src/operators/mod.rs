@@ -26,8 +26,10 @@ pub use parse::ParseFeatures;
 /// A valid feature record and where it came from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Accepted {
-    /// The record.
-    pub record: FeatureRecord,
+    /// The record. Boxed: a record is moved some ten times on its way through the operators
+    /// (container pushes, exchange buffers, the per-station buffer and its sort), and inline its
+    /// 200 bytes made each move a copy; boxed, one allocation replaces them (BENCHMARKS.md).
+    pub record: Box<FeatureRecord>,
     /// Its input position.
     pub source: SourcePosition,
 }
@@ -45,8 +47,8 @@ impl StationRecord for Accepted {
 /// after it. It goes to the DLQ as re-serialised JSON with reason `stale_window`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Stale {
-    /// The refused record.
-    pub record: FeatureRecord,
+    /// The refused record (boxed, as in [`Accepted`]).
+    pub record: Box<FeatureRecord>,
     /// Its input position.
     pub source: SourcePosition,
     /// The newest window_end already processed for the station.
@@ -56,8 +58,8 @@ pub struct Stale {
 /// A forecast made for an accepted record, not yet scored for anomalies.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Forecast {
-    /// The input record.
-    pub record: FeatureRecord,
+    /// The input record (boxed, as in [`Accepted`]).
+    pub record: Box<FeatureRecord>,
     /// Its input position.
     pub source: SourcePosition,
     /// The 24 forecast points.

@@ -33,7 +33,10 @@ impl<'s> ParseFeatures<'s> for StreamVec<'s, u64, InputMessage> {
                 offset: m.offset,
             };
             match FeatureRecord::parse(&m.payload) {
-                Ok(record) => Ok(Accepted { record, source }),
+                Ok(record) => Ok(Accepted {
+                    record: Box::new(record),
+                    source,
+                }),
                 Err(why) => {
                     metrics.rejected_invalid.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(partition = m.partition, offset = m.offset, reason = %why, "refused input");

@@ -79,7 +79,7 @@ pub fn replay_from(
                 p.inc(1);
             }
             let a = Accepted {
-                record: rec.clone(),
+                record: Box::new(rec.clone()),
                 source: SourcePosition {
                     partition: 0,
                     offset: i as i64,
