@@ -299,6 +299,24 @@ mod tests {
     }
 
     #[test]
+    fn cpu_meter_counts_the_page_faults_of_fresh_memory() {
+        let meter = CpuMeter::start();
+        // 32 MiB written page by page: each 4 KiB page is a first touch.
+        let mut v = vec![0u8; 32 << 20];
+        for i in (0..v.len()).step_by(4096) {
+            v[i] = 1;
+        }
+        std::hint::black_box(&v);
+        let u = meter.stop();
+        // 8,192 pages (fewer if the kernel backs some with huge pages; never none).
+        assert!(u.minor_faults >= 8, "{u:?}");
+        assert!(u.self_cpu_s >= 0.0 && u.wall_s > 0.0, "{u:?}");
+        drop(v);
+        let idle = CpuMeter::start().stop();
+        assert!(idle.minor_faults < u.minor_faults, "{idle:?} vs {u:?}");
+    }
+
+    #[test]
     fn median_and_percentiles() {
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
