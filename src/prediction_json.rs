@@ -53,6 +53,7 @@ pub fn encode(p: &Prediction) -> Vec<u8> {
     o.extend_from_slice(b"},\"interval\":");
     float(&mut o, p.interval);
     o.extend_from_slice(b",\"forecast\":[");
+    let mut last = LastTime::default();
     for (i, f) in p.forecast.iter().enumerate() {
         if i > 0 {
             o.push(b',');
@@ -60,7 +61,7 @@ pub fn encode(p: &Prediction) -> Vec<u8> {
         o.extend_from_slice(b"{\"lead_hours\":");
         integer(&mut o, f.lead_hours as u64);
         o.extend_from_slice(b",\"valid_at\":");
-        time(&mut o, &f.valid_at);
+        last.time(&mut o, &f.valid_at);
         o.extend_from_slice(b",\"temperature\":");
         centi(&mut o, f.temperature);
         o.extend_from_slice(b",\"lower\":");
@@ -125,6 +126,52 @@ fn time(o: &mut Vec<u8>, t: &DateTime<Utc>) {
         }
         None => {
             let _ = serde_json::to_writer(&mut *o, t);
+        }
+    }
+}
+
+/// The last whole-second time written, to write the next one from it when it is one hour later
+/// on the same day (the forecast's `valid_at` times are consecutive hours): a copy and two digits
+/// instead of a calendar conversion. Anything else is written by [`time`].
+#[derive(Default)]
+struct LastTime {
+    /// Date, seconds since midnight and text (`YYYY-MM-DDTHH:MM:SSZ`) of the last time.
+    last: Option<(chrono::NaiveDate, u32, [u8; 20])>,
+}
+
+impl LastTime {
+    fn time(&mut self, o: &mut Vec<u8>, t: &DateTime<Utc>) {
+        use chrono::Timelike;
+        let n = t.naive_utc();
+        let (date, clock) = (n.date(), n.time());
+        // nanosecond() is 0 for whole seconds, >= 1e9 inside a leap second.
+        let secs = clock.num_seconds_from_midnight();
+        if let Some((d, s, text)) = &mut self.last {
+            if *d == date && clock.nanosecond() == 0 && secs == *s + 3600 {
+                let hour = secs / 3600; // same day, so < 24; minutes and seconds unchanged
+                text[11] = b'0' + (hour / 10) as u8;
+                text[12] = b'0' + (hour % 10) as u8;
+                *s = secs;
+                o.push(b'"');
+                o.extend_from_slice(&text[..]);
+                o.push(b'"');
+                return;
+            }
+        }
+        let mut buf = [0u8; 30];
+        match crate::utc_json::format(t, &mut buf) {
+            Some(20) => {
+                let mut text = [0u8; 20];
+                text.copy_from_slice(&buf[..20]);
+                self.last = Some((date, secs, text));
+                o.push(b'"');
+                o.extend_from_slice(&text[..]);
+                o.push(b'"');
+            }
+            _ => {
+                self.last = None;
+                time(o, t);
+            }
         }
     }
 }
@@ -292,6 +339,68 @@ mod tests {
             assert_eq!(String::from_utf8_lossy(&ours), String::from_utf8_lossy(&reference), "seed {seed}");
             let back: Prediction = serde_json::from_slice(&ours).unwrap();
             assert_eq!(back, rounded(&p), "seed {seed}: decodes to the published values");
+        }
+    }
+
+    #[test]
+    fn consecutive_hours_are_written_as_chrono_writes_them() {
+        use chrono::Datelike;
+        // Runs of times, mostly an hour apart, across midnight, month and year ends, a leap day,
+        // with minutes, seconds and fractions, a leap second, and gaps, repeats and the same hour
+        // of another day in between.
+        let starts = [
+            Utc.with_ymd_and_hms(2013, 10, 1, 12, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(2012, 2, 28, 13, 30, 15).unwrap(),
+            Utc.with_ymd_and_hms(2013, 12, 31, 0, 59, 59).unwrap(),
+            Utc.with_ymd_and_hms(1999, 12, 31, 23, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(2016, 12, 31, 22, 0, 0).unwrap() + chrono::Duration::milliseconds(250),
+            Utc.with_ymd_and_hms(9999, 12, 31, 5, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(2016, 12, 31, 22, 59, 59).unwrap(),
+        ];
+        let leap = chrono::NaiveDate::from_ymd_opt(2016, 12, 31)
+            .unwrap()
+            .and_hms_nano_opt(23, 59, 59, 1_500_000_000)
+            .unwrap()
+            .and_utc();
+        let ten = Utc.with_ymd_and_hms(2013, 10, 1, 10, 0, 0).unwrap();
+        let mut runs = vec![
+            // An hour later, but inside a leap second or with a fraction: written in full.
+            vec![leap - chrono::Duration::hours(1) - chrono::Duration::milliseconds(1500), leap],
+            vec![ten, ten + chrono::Duration::hours(1) + chrono::Duration::milliseconds(250)],
+            // The same time of day a day and an hour later.
+            vec![ten, ten + chrono::Duration::hours(25), ten + chrono::Duration::hours(2)],
+        ];
+        let mut x = 11u64;
+        for t0 in starts {
+            let mut times = Vec::new();
+            let mut t = t0;
+            for _ in 0..200 {
+                times.push(t);
+                t = match xorshift(&mut x) % 12 {
+                    0 => t,
+                    1 => t + chrono::Duration::hours(2),
+                    2 => t + chrono::Duration::seconds(3599),
+                    3 => leap,
+                    4 => t + chrono::Duration::hours(25),
+                    5 => t - chrono::Duration::hours(23),
+                    _ => t + chrono::Duration::hours(1),
+                };
+                if t.year() > 9999 {
+                    t = t0;
+                }
+            }
+            runs.push(times);
+        }
+        for (k, times) in runs.iter().enumerate() {
+            let mut last = LastTime::default();
+            let (mut ours, mut reference) = (Vec::new(), Vec::new());
+            for t in times {
+                last.time(&mut ours, t);
+                ours.push(b',');
+                serde_json::to_writer(&mut reference, t).unwrap();
+                reference.push(b',');
+            }
+            assert_eq!(String::from_utf8_lossy(&ours), String::from_utf8_lossy(&reference), "run {k}");
         }
     }
 
