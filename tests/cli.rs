@@ -163,7 +163,7 @@ fn sigterm_stops_the_local_cluster_cleanly_and_restart_resumes() {
 /// off) finish, every timed record is answered, and the report carries the p99 and the cores of
 /// each second. Checks that the suite runs, not what it measures (a debug build on a busy machine).
 #[test]
-fn bench_runs_the_engine_and_latency_parts_against_the_real_broker() {
+fn bench_runs_the_engine_e2e_and_latency_parts_against_the_real_broker() {
     let b = brokers();
     let dir = std::env::temp_dir().join("weatherflow-tests");
     std::fs::create_dir_all(&dir).unwrap();
@@ -174,7 +174,9 @@ fn bench_runs_the_engine_and_latency_parts_against_the_real_broker() {
         "--brokers",
         &b,
         "--parts",
-        "engine,latency",
+        "engine,e2e,latency",
+        "--e2e-records",
+        "3000",
         "--records",
         "2000",
         "--stations",
@@ -223,5 +225,33 @@ fn bench_runs_the_engine_and_latency_parts_against_the_real_broker() {
         assert!(!cores.is_empty(), "{r}");
         assert!(cores.iter().all(|c| c["self_cores"].as_f64().unwrap() > 0.0), "{r}");
     }
+    // End to end: every job read and answered all the records, and the report judges the ratios
+    // both by rate and by CPU per record, with the page faults of each run counted.
+    let e2e = report["e2e"]["runs"].as_array().expect("e2e runs");
+    for job in [
+        "passthrough",
+        "weatherflow",
+        "weatherflow+checkpoints",
+        "consume-only",
+        "produce-only",
+    ] {
+        let run = e2e.iter().find(|r| r["job"] == job).unwrap_or_else(|| panic!("{job}: {report}"));
+        assert_eq!(run["records"], 3000, "{run}");
+        assert!(run["cpu"]["minor_faults"].as_u64().is_some(), "{run}");
+        assert!(run["cpu"]["self_cpu_s"].as_f64().unwrap() > 0.0, "{run}");
+    }
+    let targets = report["targets"].as_array().expect("targets");
+    for name in [
+        "end-to-end without checkpoints / passthrough",
+        "end-to-end without checkpoints, by CPU per record",
+        "end-to-end with checkpoints, by CPU per record",
+    ] {
+        let t = targets
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap_or_else(|| panic!("{name}: {report}"));
+        assert!(t["measured"].as_f64().is_some_and(|x| x > 0.0), "{t}");
+    }
+    assert!(stdout.contains("page faults/rec"), "{stdout}");
     let _ = std::fs::remove_file(&out_json);
 }
