@@ -200,6 +200,31 @@ pub struct FallbackForecaster {
     n_err: [u16; LEADS],
 }
 
+/// `phi.powi(k)` for `k < POWERS`, from a table this thread keeps for the last `phi` it saw (the
+/// same values: the table is filled with `powi`). A record asks for 25 powers, and `powi` is a
+/// call to a loop of multiplications.
+const POWERS: usize = 64;
+
+thread_local! {
+    static PHI_POWERS: std::cell::RefCell<(u64, [f64; POWERS])> = const { std::cell::RefCell::new((u64::MAX, [0.0; POWERS])) };
+}
+
+fn phi_pow(phi: f64, k: i64) -> f64 {
+    if k < 0 || k as usize >= POWERS {
+        return phi.powi(k.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32);
+    }
+    PHI_POWERS.with(|cell| {
+        let mut t = cell.borrow_mut();
+        if t.0 != phi.to_bits() {
+            t.0 = phi.to_bits();
+            for (i, v) in t.1.iter_mut().enumerate() {
+                *v = phi.powi(i as i32);
+            }
+        }
+        t.1[k as usize]
+    })
+}
+
 fn hod(hour: i64) -> usize {
     hour.rem_euclid(HOURS as i64) as usize
 }
@@ -370,7 +395,7 @@ impl FallbackForecaster {
     fn point(&self, valid: i64) -> Option<(f64, i64)> {
         let o = self.origin?;
         let lead = (valid - o.hour).clamp(1, MAX_LEAD);
-        let f = f64::from(self.level) + f64::from(self.diurnal[hod(valid)]) + self.params.phi.powi(lead as i32) * f64::from(o.anomaly);
+        let f = f64::from(self.level) + f64::from(self.diurnal[hod(valid)]) + phi_pow(self.params.phi, lead) * f64::from(o.anomaly);
         Some((f, lead))
     }
 
@@ -567,6 +592,16 @@ mod tests {
 
     fn widths(out: &ForecastOutput) -> Vec<f64> {
         out.points.iter().map(|p| p.upper.unwrap() - p.lower.unwrap()).collect()
+    }
+
+    #[test]
+    fn phi_powers_are_powi() {
+        for phi in [0.0f64, 0.5, 0.93, 0.97, 1.0, 0.123_456_789, 0.93] {
+            for k in [-3i64, 0, 1, 2, 23, 24, 25, 47, 63, 64, 65, 1000, 10_000, i64::from(i32::MAX) + 5] {
+                let want = phi.powi(k.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32);
+                assert_eq!(phi_pow(phi, k).to_bits(), want.to_bits(), "phi {phi} k {k}");
+            }
+        }
     }
 
     #[test]
