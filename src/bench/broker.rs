@@ -72,6 +72,13 @@ pub struct BrokerRun {
     pub checkpoint_write_max_s: f64,
 }
 
+impl BrokerRun {
+    /// CPU seconds this process spent per record of the run.
+    pub fn cpu_s_per_record(&self) -> f64 {
+        self.cpu.self_cpu_s / self.records as f64
+    }
+}
+
 /// Counts delivery reports.
 #[derive(Default)]
 pub struct AckCounter {

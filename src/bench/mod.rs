@@ -162,8 +162,9 @@ pub struct BenchArgs {
     /// 280,000 rec/s whatever read it, which capped the passthrough too (BENCHMARKS.md).
     #[arg(long, default_value = "none")]
     pub input_compression: String,
-    /// Epoch lengths (ms) of the latency runs (5 ms: p99 31-53 ms at half the maximum in seven
-    /// runs, where 10 ms gave 37-92 ms; 100 ms, the runner's default, for comparison).
+    /// Epoch lengths (ms) of the latency runs (5 ms: p99 30-81 ms at half the maximum in eleven
+    /// runs of 10 s, median 36, nine under 50, where 10 ms gave 37-92 ms; 100 ms, the runner's
+    /// default, for comparison).
     #[arg(long, value_delimiter = ',', default_value = "5,100")]
     pub latency_epoch_ms: Vec<u64>,
     /// Processes killed (one at a time) in the recovery part.

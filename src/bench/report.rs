@@ -289,7 +289,7 @@ impl Report {
         let cpu = |job: &str| {
             self.e2e
                 .as_ref()
-                .map_or(f64::NAN, |e| e.median_of(job, |r| r.cpu.self_cpu_s / r.records as f64))
+                .map_or(f64::NAN, |e| e.median_of(job, BrokerRun::cpu_s_per_record))
         };
         let pass_cpu = cpu("passthrough");
         push(
@@ -468,7 +468,7 @@ impl Report {
                     steady / e.median_of("passthrough", |r| r.steady_rate),
                     list(runs.iter().map(|r| r.steady_rate)),
                     med(|r| r.first_ack_s),
-                    med(|r| r.cpu.self_cpu_s * 1e6 / r.records as f64),
+                    med(|r| r.cpu_s_per_record() * 1e6),
                     med(|r| r.cpu.minor_faults as f64 / r.records as f64),
                     med(|r| r.cpu.broker_cores),
                     med(|r| r.cpu.others_cores - r.cpu.broker_cores.max(0.0))
