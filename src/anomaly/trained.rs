@@ -274,34 +274,31 @@ impl AnomalyModel {
         self.stations.get(station).unwrap_or(&self.pooled)
     }
 
-    /// Scores one record's evidence.
+    /// Scores one record's evidence. A reason's text is written only when its severity reaches
+    /// 0.5 (most records raise none, and formatting the numbers was this model's largest cost).
     pub fn assess(&self, station: &str, e: &Evidence) -> Verdict {
         let t = &self.thresholds;
         let v = &e.values;
-        let mut parts: Vec<(f64, String)> = Vec::new();
+        let mut verdict = Verdict::default();
         if e.present[0] {
-            let r = v[0].abs() / t.residual_z;
-            parts.push((
-                r,
+            verdict.weigh(v[0].abs() / t.residual_z, || {
                 format!(
                     "model: forecast residual {:+.1} sigma (normal at most {:.1} sigma)",
                     v[0], t.residual_z
-                ),
-            ));
+                )
+            });
         }
         if e.present[2] {
-            let r = (v[2] / t.stuck_hours).max(v[8] / t.stuck_score);
             let at = e.temperature.unwrap_or(f64::NAN);
-            parts.push((
-                r,
+            verdict.weigh((v[2] / t.stuck_hours).max(v[8] / t.stuck_score), || {
                 format!(
                     "model: temperature stuck at {at:.1} degC for {:.0} h while the forecaster expected change (sum |z| {:.1}; normal at most {:.0} h or {:.1})",
                     v[2] + 1.0,
                     v[8],
                     t.stuck_hours + 1.0,
                     t.stuck_score
-                ),
-            ));
+                )
+            });
         }
         let (up, down) = (v[3] / t.cusum_up, v[4] / t.cusum_down);
         let (r, dir, val, thr) = if up >= down {
@@ -309,29 +306,36 @@ impl AnomalyModel {
         } else {
             (down, "below", v[4], t.cusum_down)
         };
-        parts.push((
-            r,
-            format!("model: drift, readings persistently {dir} forecast (CUSUM {val:.1}, normal at most {thr:.1})"),
-        ));
+        verdict.weigh(r, || {
+            format!("model: drift, readings persistently {dir} forecast (CUSUM {val:.1}, normal at most {thr:.1})")
+        });
         if let Some(f) = &self.forest {
             let z = self.stats(station).normalise(e);
             let s = f.score(&z);
-            let r = (s - t.forest_median) / (t.forest - t.forest_median);
-            let (worst, zw) = z
-                .iter()
-                .enumerate()
-                .fold((0, 0.0f64), |acc, (i, &x)| if x.abs() > acc.1.abs() { (i, x) } else { acc });
-            parts.push((
-                r,
+            verdict.weigh((s - t.forest_median) / (t.forest - t.forest_median), || {
+                let (worst, zw) = z
+                    .iter()
+                    .enumerate()
+                    .fold((0, 0.0f64), |acc, (i, &x)| if x.abs() > acc.1.abs() { (i, x) } else { acc });
                 format!(
                     "model: unusual combination (isolation score {s:.3}, normal at most {:.3}); most unusual: {} at {zw:+.1} robust sigma",
                     t.forest, FEATURES[worst]
-                ),
-            ));
+                )
+            });
         }
-        let score = parts.iter().map(|(r, _)| severity(*r)).fold(0.0, f64::max);
-        let reasons = parts.into_iter().filter(|(r, _)| severity(*r) >= 0.5).map(|(_, s)| s).collect();
-        Verdict { score, reasons }
+        verdict
+    }
+}
+
+impl Verdict {
+    /// Adds one piece of evidence of ratio `r` to its threshold: the score is the largest
+    /// severity seen, and `text` is written as a reason when this one's severity is >= 0.5.
+    fn weigh(&mut self, r: f64, text: impl FnOnce() -> String) {
+        let s = severity(r);
+        self.score = self.score.max(s);
+        if s >= 0.5 {
+            self.reasons.push(text());
+        }
     }
 }
 
@@ -425,6 +429,24 @@ mod tests {
         // A few tens of bytes per station (the 2 KB per-station budget is shared by all state).
         assert!(std::mem::size_of::<EvidenceState>() <= 48);
         assert!(e.values[8] == 0.0);
+    }
+
+    #[test]
+    fn a_verdict_keeps_the_largest_severity_and_writes_only_the_reasons_that_fire() {
+        let mut v = Verdict::default();
+        let mut written = Vec::new();
+        for (i, r) in [0.2, 1.0, f64::NAN, 0.99, 3.0].into_iter().enumerate() {
+            v.weigh(r, || {
+                written.push(i);
+                format!("reason {i}")
+            });
+        }
+        assert_eq!(v.score, 1.0);
+        assert_eq!(v.reasons, ["reason 1", "reason 4"]);
+        assert_eq!(written, [1, 4], "the texts of evidence below severity 0.5 are never formatted");
+        let mut calm = Verdict::default();
+        calm.weigh(0.7, || unreachable!());
+        assert_eq!((calm.score, calm.reasons.len()), (severity(0.7), 0));
     }
 
     #[test]

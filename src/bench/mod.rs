@@ -27,8 +27,9 @@ pub mod profile;
 pub mod recovery;
 pub mod report;
 pub mod stats;
+pub mod store;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::{Args, ValueEnum};
@@ -229,7 +230,7 @@ pub fn run(a: &BenchArgs) -> Result<Report, BenchError> {
         r.memory = Some(memory::measure(&base, a.memory_stations, a.memory_hours.max(1)));
     }
     if has(Part::Engine) {
-        r.engine = Some(engine_part(&base, a, repeats)?);
+        r.engine = Some(engine_part(&base, a, &work, repeats)?);
     }
     if has(Part::Sweep) {
         r.sweep = sweep_part(&base, a, repeats)?;
@@ -309,17 +310,20 @@ pub fn run(a: &BenchArgs) -> Result<Report, BenchError> {
     Ok(r)
 }
 
-fn engine_part(base: &BaseSeries, a: &BenchArgs, repeats: usize) -> Result<EngineSection, BenchError> {
+fn engine_part(base: &BaseSeries, a: &BenchArgs, work: &Path, repeats: usize) -> Result<EngineSection, BenchError> {
     let data = Arc::new(base.generate(a.records, a.stations, 4));
     let mut s = EngineSection::new(&data);
-    let trained = a.models.as_ref().map(|d| ModelSource::store(d, 5000));
+    let mut trained = None;
     if let Some(d) = &a.models {
         let store = crate::models::ModelStore::new(d);
         s.trained_models = Some(format!(
-            "forecast: {}; anomaly: {}",
+            "forecast: {}; anomaly: {} (the forecaster's climatology given to all {} stations)",
             store.describe_choice("forecast"),
-            store.describe_choice("anomaly")
+            store.describe_choice("anomaly"),
+            data.stations
         ));
+        let served = store::for_generated_stations(d, base, a.stations, work).map_err(|e| part_err("engine")(e.to_string()))?;
+        trained = Some(ModelSource::store(served, 5000));
     }
     for rep in 0..repeats {
         tracing::info!(rep, "bench: engine");

@@ -265,7 +265,7 @@ impl Band {
 /// `window_end + lead hours` for leads 1..=24 without a calendar conversion per lead (chrono's
 /// `checked_add_signed` was about a quarter of a forecast): the date is either the window's or
 /// the next day. Leap seconds and the last representable day take chrono's path.
-struct LeadTimes {
+pub(crate) struct LeadTimes {
     window_end: DateTime<Utc>,
     /// The window's date, the next day's and the time of day (not for leap seconds or the last
     /// representable day).
@@ -273,7 +273,7 @@ struct LeadTimes {
 }
 
 impl LeadTimes {
-    fn new(window_end: DateTime<Utc>) -> LeadTimes {
+    pub(crate) fn new(window_end: DateTime<Utc>) -> LeadTimes {
         let n = window_end.naive_utc();
         let fast = if n.nanosecond() < 1_000_000_000 {
             n.date().succ_opt().map(|next| (n.date(), next, n.time()))
@@ -283,7 +283,7 @@ impl LeadTimes {
         LeadTimes { window_end, fast }
     }
 
-    fn at(&self, lead: u32) -> DateTime<Utc> {
+    pub(crate) fn at(&self, lead: u32) -> DateTime<Utc> {
         if let Some((today, next, time)) = self.fast {
             let h = time.hour() + lead;
             if let Some(t) = time.with_hour(h % 24) {

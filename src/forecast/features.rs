@@ -205,70 +205,145 @@ impl Origin<'_> {
     }
 }
 
+/// `(sin, cos)` of the hour of day as an angle, from a table of the 24 values (each lead of each
+/// record needs one; `sin_cos` was a tenth of the trained forecaster's time).
 fn hour_angle(hour: i64) -> (f64, f64) {
+    static TABLE: std::sync::LazyLock<[(f64, f64); 24]> =
+        std::sync::LazyLock::new(|| std::array::from_fn(|k| hour_angle_computed(k as i64)));
+    TABLE[hour.rem_euclid(24) as usize]
+}
+
+fn hour_angle_computed(hour: i64) -> (f64, f64) {
     let a = (hour.rem_euclid(24) as f64) * std::f64::consts::TAU / 24.0;
     (a.sin(), a.cos())
 }
 
 /// The feature vector (in [`FEATURES`] order) for `lead` hours after `o`, given the station's
 /// climatology, or `None` when the origin has no accepted temperature or the fallback has no
-/// forecast for the lead.
+/// forecast for the lead. Serving all 24 leads goes through [`OriginFeatures`], which computes
+/// the parts that do not depend on the lead once.
 pub fn forecast_features(o: &Origin<'_>, lead: usize, climate: &Climatology) -> Option<[f64; N_FEATURES]> {
-    let t0 = o.temperature()?;
-    let fb = o.fallback_points.get(lead - 1)?.temperature?;
-    let h = o.history;
-    let day: Vec<f64> = (0..24).filter_map(|k| h.temperature_at(o.hour - k)).collect();
-    let day_mean = day.iter().sum::<f64>() / day.len().max(1) as f64;
-    let range = day.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b)) - day.iter().fold(f64::INFINITY, |a, &b| a.min(b));
-    let range = if range.is_finite() { range } else { 0.0 };
-    let hour = o.hour;
-    let valid = hour + lead as i64;
-    let change = |k: i64| t0 - h.temperature_near(hour - k, 3).unwrap_or(t0);
-    let rh = h.humidity_near(hour, 6).unwrap_or(DEFAULT_HUMIDITY);
-    let rh_change = h.humidity_near(hour - 3, 3).map_or(0.0, |r| rh - r);
-    let depression = (t0 - dewpoint(t0, rh)).clamp(0.0, 40.0);
-    let p0 = h.pressure_near(hour, 3);
-    let p_change = |k: i64| match (p0, h.pressure_near(hour - k, 2)) {
-        (Some(a), Some(b)) => a - b,
-        _ => 0.0,
-    };
-    let diurnal_delta = o.fallback.diurnal(valid) - o.fallback.diurnal(hour);
-    let wind = o.wind_speed.unwrap_or(0.0).clamp(0.0, 40.0);
-    let (vs, vc) = hour_angle(valid);
-    let (os, oc) = hour_angle(hour);
-    Some([
-        t0 - day_mean - o.fallback.diurnal(hour),
-        diurnal_delta,
-        fb - t0,
-        climate.at(valid) + o.fallback.diurnal(valid) - t0,
-        o.fallback.level() - climate.at(hour),
-        change(1),
-        change(2),
-        change(3),
-        change(6),
-        change(12),
-        change(24),
-        rh,
-        rh_change,
-        depression,
-        p_change(1),
-        p_change(3),
-        p_change(12),
-        p_change(24),
-        wind,
-        o.precipitation.unwrap_or(0.0).clamp(0.0, 50.0),
-        vs,
-        vc,
-        os,
-        oc,
-        o.fallback.diurnal_range(),
-        diurnal_delta * depression / 10.0,
-        diurnal_delta * wind / 5.0,
-        h.temperature_near(valid - 24, 2).map_or(diurnal_delta, |y| y - t0),
-        day_mean - climate.at(hour),
-        range,
-        diurnal_delta * range / o.fallback.diurnal_range().max(1.0),
-    ])
+    OriginFeatures::new(o, climate)?.at(lead)
+}
+
+/// The lead-independent part of an origin's features: the last day's temperatures, the
+/// changes, humidity, pressure tendencies and the level against the climate, computed once per
+/// origin instead of once per lead (same operations, so the same values).
+#[derive(Clone, Copy, Debug)]
+pub struct OriginFeatures<'a, 'o> {
+    o: &'a Origin<'o>,
+    climate: &'a Climatology,
+    t0: f64,
+    range: f64,
+    changes: [f64; 6],
+    rh: f64,
+    rh_change: f64,
+    depression: f64,
+    p_changes: [f64; 4],
+    wind: f64,
+    precipitation: f64,
+    origin_angle: (f64, f64),
+    diurnal_now: f64,
+    diurnal_range: f64,
+    level_vs_climate: f64,
+    daily_anomaly: f64,
+    day_vs_climate: f64,
+}
+
+impl<'a, 'o> OriginFeatures<'a, 'o> {
+    /// The origin's part, or `None` when it has no accepted temperature.
+    pub fn new(o: &'a Origin<'o>, climate: &'a Climatology) -> Option<Self> {
+        let t0 = o.temperature()?;
+        let h = o.history;
+        let hour = o.hour;
+        // -0.0 as `Sum` for f64 starts (the same sum as the per-lead code had).
+        let (mut sum, mut n, mut max, mut min) = (-0.0, 0usize, f64::NEG_INFINITY, f64::INFINITY);
+        for t in (0..24).filter_map(|k| h.temperature_at(hour - k)) {
+            sum += t;
+            n += 1;
+            max = max.max(t);
+            min = min.min(t);
+        }
+        let day_mean = sum / n.max(1) as f64;
+        let range = max - min;
+        let range = if range.is_finite() { range } else { 0.0 };
+        let change = |k: i64| t0 - h.temperature_near(hour - k, 3).unwrap_or(t0);
+        let rh = h.humidity_near(hour, 6).unwrap_or(DEFAULT_HUMIDITY);
+        let p0 = h.pressure_near(hour, 3);
+        let p_change = |k: i64| match (p0, h.pressure_near(hour - k, 2)) {
+            (Some(a), Some(b)) => a - b,
+            _ => 0.0,
+        };
+        let climate_now = climate.at(hour);
+        Some(OriginFeatures {
+            o,
+            climate,
+            t0,
+            range,
+            changes: [change(1), change(2), change(3), change(6), change(12), change(24)],
+            rh,
+            rh_change: h.humidity_near(hour - 3, 3).map_or(0.0, |r| rh - r),
+            depression: (t0 - dewpoint(t0, rh)).clamp(0.0, 40.0),
+            p_changes: [p_change(1), p_change(3), p_change(12), p_change(24)],
+            wind: o.wind_speed.unwrap_or(0.0).clamp(0.0, 40.0),
+            precipitation: o.precipitation.unwrap_or(0.0).clamp(0.0, 50.0),
+            origin_angle: hour_angle(hour),
+            diurnal_now: o.fallback.diurnal(hour),
+            diurnal_range: o.fallback.diurnal_range(),
+            level_vs_climate: o.fallback.level() - climate_now,
+            daily_anomaly: t0 - day_mean - o.fallback.diurnal(hour),
+            day_vs_climate: day_mean - climate_now,
+        })
+    }
+
+    /// The features for `lead` hours after the origin, or `None` when the fallback has no
+    /// forecast for the lead.
+    pub fn at(&self, lead: usize) -> Option<[f64; N_FEATURES]> {
+        let o = self.o;
+        let (t0, wind, range, depression) = (self.t0, self.wind, self.range, self.depression);
+        let fb = o.fallback_points.get(lead.checked_sub(1)?)?.temperature?;
+        let hour = o.hour;
+        let valid = hour + lead as i64;
+        let diurnal_valid = o.fallback.diurnal(valid);
+        let diurnal_delta = diurnal_valid - self.diurnal_now;
+        let (vs, vc) = hour_angle(valid);
+        let (os, oc) = self.origin_angle;
+        let [c1, c2, c3, c6, c12, c24] = self.changes;
+        let [p1, p3, p12, p24] = self.p_changes;
+        Some([
+            self.daily_anomaly,
+            diurnal_delta,
+            fb - t0,
+            self.climate.at(valid) + diurnal_valid - t0,
+            self.level_vs_climate,
+            c1,
+            c2,
+            c3,
+            c6,
+            c12,
+            c24,
+            self.rh,
+            self.rh_change,
+            depression,
+            p1,
+            p3,
+            p12,
+            p24,
+            wind,
+            self.precipitation,
+            vs,
+            vc,
+            os,
+            oc,
+            self.diurnal_range,
+            diurnal_delta * depression / 10.0,
+            diurnal_delta * wind / 5.0,
+            o.history.temperature_near(valid - 24, 2).map_or(diurnal_delta, |y| y - t0),
+            self.day_vs_climate,
+            range,
+            diurnal_delta * range / self.diurnal_range.max(1.0),
+        ])
+    }
 }
 
 /// The normaliser of the conformal residuals, as named in the schema.
@@ -287,6 +362,14 @@ pub fn schema() -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hour_angles_come_from_the_table_unchanged() {
+        for h in -100..100 {
+            let (a, b) = (hour_angle(h), hour_angle_computed(h));
+            assert_eq!((a.0.to_bits(), a.1.to_bits()), (b.0.to_bits(), b.1.to_bits()), "hour {h}");
+        }
+    }
 
     #[test]
     fn dewpoint_matches_known_values() {

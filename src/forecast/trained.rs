@@ -2,7 +2,7 @@
 //! split-conformal intervals on residuals normalised by the local volatility.
 //!
 //! ```text
-//!   Origin o ──forecast_features(h)──> x_h ──point_h──> T^(o+h) = T(o) + offset + regressor_h(standardised x_h)
+//!   Origin o ──OriginFeatures::at(h)──> x_h  ──point_h──> T^(o+h) = T(o) + offset + regressor_h(standardised x_h)
 //!            └─interval_scale(h)─────> s_h               (see features::Origin::interval_scale)
 //!   interval: [T^ + q_lo(p) s_h,  T^ + q_hi(p) s_h]     q: conformal quantiles of (y - T^) / s_h
 //!                                                        on the calibration period, per lead
@@ -14,14 +14,14 @@
 //! model serves any interval probability in [0.5, 0.99].
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
-use chrono::Duration;
 use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 use smartcore::linear::elastic_net::ElasticNet;
 use smartcore::linear::ridge_regression::RidgeRegression;
 
-use super::features::{forecast_features, schema, Climatology, Origin, N_FEATURES};
+use super::features::{schema, Climatology, Origin, OriginFeatures, N_FEATURES};
 use crate::contract::{ForecastPoint, LEADS};
 
 /// Model type name of the ridge variant.
@@ -44,6 +44,20 @@ pub enum Regressor {
 }
 
 impl Regressor {
+    /// The fitted coefficients (one per feature, as a column) and intercept, or `None` when
+    /// unfitted. Read through serde: smartcore's accessors unwrap, and this must never panic.
+    fn fitted(&self) -> Option<Fitted> {
+        let v = serde_json::to_value(self).ok()?;
+        let inner = v.as_object()?.values().next()?;
+        let coefficients = inner["coefficients"]["data"]
+            .as_array()?
+            .iter()
+            .map(serde_json::Value::as_f64)
+            .collect::<Option<Vec<f64>>>()?;
+        let intercept = inner["intercept"].as_f64()?;
+        Some(Fitted { coefficients, intercept })
+    }
+
     /// Predicts every row of `x` (`n x N_FEATURES`).
     pub fn predict(&self, x: &Array2<f64>) -> Result<Array1<f64>, String> {
         match self {
@@ -76,6 +90,13 @@ impl Regressor {
     }
 }
 
+/// A fitted regressor's numbers.
+#[derive(Debug)]
+struct Fitted {
+    coefficients: Vec<f64>,
+    intercept: f64,
+}
+
 /// A standardised linear model: `y^ = offset + regressor((x - center) / scale)`. Features are
 /// standardised here rather than by smartcore, so a feature that is constant for a lead (the
 /// diurnal difference at lead 24) gets scale 1 and a zero coefficient instead of failing the fit.
@@ -106,10 +127,26 @@ impl Linear {
         Ok(self.regressor.predict(&z)? + self.offset)
     }
 
-    /// Predicts one row.
+    /// Predicts one row (through smartcore, as [`Linear::predict`]).
     pub fn predict_one(&self, x: &[f64]) -> Option<f64> {
         let row = Array2::from_shape_vec((1, x.len()), x.to_vec()).ok()?;
         self.predict(&row).ok()?.get(0).copied().filter(|v| v.is_finite())
+    }
+
+    /// The model folded into raw-feature weights and a bias, `y^ = bias + sum_j w_j x_j` with
+    /// `w_j = c_j / scale_j` and `bias = offset + intercept - sum_j center_j w_j`: the same
+    /// function as [`Linear::predict`] up to rounding (about 1e-13 of the terms' size). `None`
+    /// when unfitted, mis-shaped or not finite.
+    pub fn folded(&self) -> Option<(Vec<f64>, f64)> {
+        let f = self.regressor.fitted()?;
+        let n = self.center.len();
+        if self.scale.len() != n || f.coefficients.len() != n {
+            return None;
+        }
+        let w: Vec<f64> = f.coefficients.iter().zip(&self.scale).map(|(c, s)| c / s).collect();
+        let shift: f64 = w.iter().zip(&self.center).map(|(w, c)| w * c).sum();
+        let bias = self.offset + f.intercept - shift;
+        (bias.is_finite() && w.iter().all(|v| v.is_finite())).then_some((w, bias))
     }
 
     /// Structural checks for `n` features (a corrupted model must be refused, never panic).
@@ -167,6 +204,60 @@ pub struct LinearPerLead {
     pub climatology: BTreeMap<String, Climatology>,
     /// One model per lead, lead 1 first.
     pub leads: Vec<LeadModel>,
+    /// The leads' models folded for serving, built at the first forecast.
+    #[serde(skip)]
+    pub compiled: OnceLock<Option<Box<Compiled>>>,
+}
+
+/// All leads' linear models folded ([`Linear::folded`]) and laid out feature-major, so that one
+/// origin's 24 forecasts are 31 steps of 24 independent multiply-adds (which the compiler
+/// vectorises across leads) instead of 24 standardise-and-dot products through smartcore.
+#[derive(Debug)]
+pub struct Compiled {
+    /// `weights[j][l]`: weight of feature `j` at lead `l + 1`.
+    weights: [[f64; LEADS]; N_FEATURES],
+    /// Bias of each lead.
+    bias: [f64; LEADS],
+    /// Residual quantiles `(q_lo, q_hi)` of each lead at interval probability `p` (bits).
+    quantiles: (u64, [(f64, f64); LEADS]),
+}
+
+impl Compiled {
+    /// Folds `leads` (which must be [`LEADS`] models over [`N_FEATURES`] features); the
+    /// quantiles are tabulated for interval probability `p`.
+    pub fn new(leads: &[LeadModel], p: f64) -> Option<Compiled> {
+        if leads.len() != LEADS {
+            return None;
+        }
+        let mut c = Compiled {
+            weights: [[0.0; LEADS]; N_FEATURES],
+            bias: [0.0; LEADS],
+            quantiles: (p.to_bits(), [(0.0, 0.0); LEADS]),
+        };
+        for (l, m) in leads.iter().enumerate() {
+            let (w, bias) = m.point.folded()?;
+            if w.len() != N_FEATURES {
+                return None;
+            }
+            for (j, v) in w.into_iter().enumerate() {
+                c.weights[j][l] = v;
+            }
+            c.bias[l] = bias;
+            c.quantiles.1[l] = m.quantiles(p);
+        }
+        Some(c)
+    }
+
+    /// The change `T(o+h) - T(o)` at every lead, from the features `x[j][l]` (feature-major).
+    pub fn changes(&self, x: &[[f64; LEADS]; N_FEATURES]) -> [f64; LEADS] {
+        let mut y = self.bias;
+        for (xj, wj) in x.iter().zip(&self.weights) {
+            for l in 0..LEADS {
+                y[l] += xj[l] * wj[l];
+            }
+        }
+        y
+    }
 }
 
 impl LinearPerLead {
@@ -208,19 +299,33 @@ impl LinearPerLead {
     pub fn forecast(&self, o: &Origin<'_>, p: f64) -> Option<Vec<ForecastPoint>> {
         let t0 = o.temperature()?;
         let climate = self.climatology.get(o.station)?;
+        let c = self
+            .compiled
+            .get_or_init(|| Compiled::new(&self.leads, p).map(Box::new))
+            .as_deref()?;
+        let features = OriginFeatures::new(o, climate)?;
+        // Feature-major: x[j][l] is feature j at lead l + 1.
+        let mut x = [[0.0; LEADS]; N_FEATURES];
+        for lead in 1..=LEADS {
+            for (xj, v) in x.iter_mut().zip(features.at(lead)?) {
+                xj[lead - 1] = v;
+            }
+        }
+        let changes = c.changes(&x);
+        let times = super::fallback::LeadTimes::new(o.window_end);
         let mut points = Vec::with_capacity(LEADS);
         for (i, m) in self.leads.iter().enumerate() {
             let lead = i + 1;
-            let x = forecast_features(o, lead, climate)?;
             let size = o.interval_scale(lead)?;
-            let f = t0 + m.point.predict_one(&x)?;
-            let (q_lo, q_hi) = m.quantiles(p);
+            let f = t0 + Some(changes[i]).filter(|v| v.is_finite())?;
+            let (q_lo, q_hi) = if c.quantiles.0 == p.to_bits() {
+                c.quantiles.1[i]
+            } else {
+                m.quantiles(p)
+            };
             points.push(ForecastPoint {
                 lead_hours: lead as u32,
-                valid_at: o
-                    .window_end
-                    .checked_add_signed(Duration::hours(lead as i64))
-                    .unwrap_or(o.window_end),
+                valid_at: times.at(lead as u32),
                 temperature: Some(f),
                 lower: Some((f + q_lo * size).min(f)),
                 upper: Some((f + q_hi * size).max(f)),
@@ -247,6 +352,44 @@ mod tests {
                 >>::new(),
             ),
         }
+    }
+
+    #[test]
+    fn a_folded_model_predicts_what_smartcore_predicts() {
+        use smartcore::linear::elastic_net::ElasticNetParameters;
+        use smartcore::linear::ridge_regression::RidgeRegressionParameters;
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 11) as f64 / (1u64 << 53) as f64 * 20.0 - 10.0
+        };
+        let (n, rows) = (7, 60);
+        let x = Array2::from_shape_fn((rows, n), |_| next());
+        let y = Array1::from_shape_fn(rows, |i| {
+            x.row(i).iter().enumerate().map(|(j, v)| v * (j as f64 - 3.0)).sum::<f64>() + next() * 0.1
+        });
+        let ridge = RidgeRegression::fit(&x, &y, RidgeRegressionParameters::default().with_alpha(0.5)).unwrap();
+        let enet = ElasticNet::fit(&x, &y, ElasticNetParameters::default().with_alpha(0.1)).unwrap();
+        for regressor in [Regressor::Ridge(ridge), Regressor::ElasticNet(enet)] {
+            let m = Linear {
+                center: (0..n).map(|_| next() * 5.0).collect(),
+                scale: (0..n).map(|_| next().abs() + 0.1).collect(),
+                offset: next(),
+                regressor,
+            };
+            let (w, bias) = m.folded().unwrap();
+            let mut worst = 0.0f64;
+            for _ in 0..1000 {
+                let row: Vec<f64> = (0..n).map(|_| next() * 3.0).collect();
+                let folded = bias + row.iter().zip(&w).map(|(x, w)| x * w).sum::<f64>();
+                let smartcore = m.predict_one(&row).unwrap();
+                worst = worst.max((folded - smartcore).abs() / (1.0 + smartcore.abs()));
+            }
+            assert!(worst < 1e-12, "relative difference {worst:e}");
+        }
+        assert!(unfitted().folded().is_none(), "an unfitted model folds to nothing");
     }
 
     #[test]

@@ -303,6 +303,7 @@ pub fn train_forecast(o: &TrainOptions) -> Result<TrainOutcome, TrainError> {
         features: schema(),
         climatology,
         leads,
+        compiled: Default::default(),
     };
     model
         .validate()
