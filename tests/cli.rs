@@ -182,6 +182,7 @@ fn bench_runs_the_engine_e2e_and_latency_parts_against_the_real_broker() {
         "--stations",
         "20",
     ])
+    .args(["--models", concat!(env!("CARGO_MANIFEST_DIR"), "/models")])
     .args([
         "--workers",
         "1",
@@ -204,6 +205,15 @@ fn bench_runs_the_engine_e2e_and_latency_parts_against_the_real_broker() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("engine fallback, 1 worker(s)"), "{stdout}");
+    assert!(stdout.contains("engine trained, 1 worker(s)"), "{stdout}");
+    assert!(stdout.contains("climatology given to all 20 stations"), "{stdout}");
+    let share: f64 = stdout
+        .split("the trained forecaster made ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no trained share: {stdout}"));
+    assert!(share >= 90.0, "the trained runs must time the trained forecaster: {share} %");
     assert!(stdout.contains("epoch   5 ms, checkpoints on"), "{stdout}");
     assert!(stdout.contains("epoch   5 ms, checkpoints off"), "{stdout}");
     assert!(stdout.contains("broker alone"), "{stdout}");
@@ -242,6 +252,7 @@ fn bench_runs_the_engine_e2e_and_latency_parts_against_the_real_broker() {
     }
     let targets = report["targets"].as_array().expect("targets");
     for name in [
+        "engine-only trained (1 worker) / serde limit",
         "end-to-end without checkpoints / passthrough",
         "end-to-end without checkpoints, by CPU per record",
         "end-to-end with checkpoints, by CPU per record",

@@ -323,25 +323,46 @@ fn engine_part(base: &BaseSeries, a: &BenchArgs, work: &Path, repeats: usize) ->
             data.stations
         ));
         let served = store::for_generated_stations(d, base, a.stations, work).map_err(|e| part_err("engine")(e.to_string()))?;
+        let share = store::trained_share(&served, &data, 3 * data.stations);
+        if let Some(t) = &mut s.trained_models {
+            t.push_str(&format!(
+                "; the trained forecaster made {:.0} % of the first records' predictions",
+                share * 100.0
+            ));
+        }
         trained = Some(ModelSource::store(served, 5000));
     }
+    let result = engine_runs(&data, a, trained.as_ref(), repeats, &mut s);
+    if let Some(dir) = trained.and_then(|t| t.dir) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    result.map(|()| s)
+}
+
+fn engine_runs(
+    data: &Arc<Dataset>,
+    a: &BenchArgs,
+    trained: Option<&ModelSource>,
+    repeats: usize,
+    s: &mut EngineSection,
+) -> Result<(), BenchError> {
     for rep in 0..repeats {
         tracing::info!(rep, "bench: engine");
-        s.serde.push(engine::serde_limit(&data, 8192));
+        s.serde.push(engine::serde_limit(data, 8192));
         let mut order = a.workers.clone();
         if rep % 2 == 1 {
             order.reverse();
         }
         for &w in &order {
             s.fallback
-                .push(engine::run(&data, w, &ModelSource::fallback_only(), a.epoch_records).map_err(part_err("engine"))?);
-            if let Some(t) = &trained {
+                .push(engine::run(data, w, &ModelSource::fallback_only(), a.epoch_records).map_err(part_err("engine"))?);
+            if let Some(t) = trained {
                 s.trained
-                    .push(engine::run(&data, w, t, a.epoch_records).map_err(part_err("engine"))?);
+                    .push(engine::run(data, w, t, a.epoch_records).map_err(part_err("engine"))?);
             }
         }
     }
-    Ok(s)
+    Ok(())
 }
 
 fn sweep_part(base: &BaseSeries, a: &BenchArgs, repeats: usize) -> Result<Vec<SweepPoint>, BenchError> {

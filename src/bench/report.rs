@@ -273,6 +273,15 @@ impl Report {
         };
         push("engine-only (1 worker) / serde limit", ">= 0.5", one / serde, |x| x >= 0.5);
         push("engine-only 2 workers / 1 worker", ">= 1.7", two / one, |x| x >= 1.7);
+        // The same with the trained models served (`--models`): the issue names both.
+        let (t_one, t_two) = match &self.engine {
+            Some(e) if !e.trained.is_empty() => (EngineSection::rate(&e.trained, 1), EngineSection::rate(&e.trained, 2)),
+            _ => (f64::NAN, f64::NAN),
+        };
+        push("engine-only trained (1 worker) / serde limit", ">= 0.5", t_one / serde, |x| {
+            x >= 0.5
+        });
+        push("engine-only trained 2 workers / 1 worker", ">= 1.7", t_two / t_one, |x| x >= 1.7);
         let (pass, wf, wfc) = match &self.e2e {
             Some(e) => (
                 e.median("passthrough"),

@@ -4,7 +4,7 @@
 //! ```text
 //!   --models/<kind>/latest ──load──> forecast: climatology EWR, JFK, LGA
 //!        │                                 + "EWR-000003" = EWR, "JFK-000004" = JFK, …
-//!        └─> <work>/bench-models/<kind>/<same version> ──promote──> served by the trained runs
+//!        └─> <work>/bench-models-<pid>/<kind>/<same version> ──promote──> served by the trained runs
 //! ```
 //!
 //! The trained forecaster serves only the stations it has a climatology for (the others get
@@ -14,14 +14,20 @@
 
 use std::path::{Path, PathBuf};
 
-use super::data::BaseSeries;
+use super::data::{BaseSeries, Dataset};
+use super::model::Sequential;
+use crate::contract::{FeatureRecord, SourcePosition};
+use crate::models::serving::{ModelSource, ModelWatch, Serving};
 use crate::models::{Loaded, ModelError, ModelStore, MODEL_FILE};
+use crate::operators::forecast::ForecastParams;
+use crate::operators::{Accepted, Outcome};
 
-/// Writes the store (replacing an earlier one) and returns its directory. `stations` is the
-/// number of generated stations the engine-only input has.
+/// Writes the store (in a directory of this process's own under `work`, which the caller
+/// removes after the runs) and returns its directory. `stations` is the number of generated
+/// stations the engine-only input has.
 pub fn for_generated_stations(source: &Path, base: &BaseSeries, stations: usize, work: &Path) -> Result<PathBuf, ModelError> {
     let from = ModelStore::new(source);
-    let dir = work.join("bench-models");
+    let dir = work.join(format!("bench-models-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let to = ModelStore::new(&dir);
     for kind in ["forecast", "anomaly"] {
@@ -50,4 +56,45 @@ pub fn for_generated_stations(source: &Path, base: &BaseSeries, stations: usize,
         to.promote(kind, &version)?;
     }
     Ok(dir)
+}
+
+/// The share of predictions the trained forecaster makes when the store at `dir` is served to
+/// the first `records` records of `data` (driven sequentially, outside the timed runs): a check
+/// that the trained runs time what they say.
+pub fn trained_share(dir: &Path, data: &Dataset, records: usize) -> f64 {
+    let source = ModelSource::store(dir, 0);
+    let now = std::time::Instant::now();
+    let serving = Serving {
+        forecast: ModelWatch::new(&source).poll(now).cloned(),
+        anomaly: ModelWatch::new(&source).poll(now).cloned(),
+    };
+    let Some(name) = serving.forecast.as_ref().map(|s| s.name.clone()) else {
+        return 0.0;
+    };
+    let mut seq = Sequential::new(
+        ForecastParams {
+            interval: 0.9,
+            fallback: Default::default(),
+            models: source.clone(),
+        },
+        serving,
+    );
+    let (mut made, mut trained) = (0usize, 0usize);
+    let messages = data.by_partition.iter().flat_map(|p| p.iter().enumerate()).take(records);
+    for (offset, m) in messages {
+        let Ok(record) = FeatureRecord::parse(&m.payload) else { continue };
+        let a = Accepted {
+            record: Box::new(record),
+            source: SourcePosition {
+                partition: 0,
+                offset: offset as i64,
+            },
+        };
+        let forecasted = seq.forecast(a);
+        if let Outcome::Predicted(p) = seq.score(forecasted) {
+            made += 1;
+            trained += usize::from(p.model.forecast == name);
+        }
+    }
+    trained as f64 / made.max(1) as f64
 }
