@@ -15,6 +15,7 @@ pub mod contract;
 #[path = "../dataflows/mod.rs"]
 pub mod dataflows;
 pub mod demo;
+pub mod exchange;
 pub mod features;
 pub mod forecast;
 pub mod kafka;

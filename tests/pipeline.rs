@@ -138,12 +138,19 @@ fn malformed_records_land_in_the_dlq_and_good_ones_still_come_out() {
 }
 
 /// The same input through 1 process x 1 worker and 2 processes x 2 workers gives identical
-/// predictions (ignoring issued_at).
+/// predictions (ignoring issued_at). Every seventh record has no `window_start` (optional in the
+/// contract): records cross processes at the exchange by station, and such a record once could
+/// not be decoded there (`src/exchange.rs`).
 #[test]
 fn one_by_one_equals_two_by_two() {
     let b = brokers();
     let t = topics("scale");
     let mut input = nyc(3000);
+    for (_, payload) in input.iter_mut().step_by(7) {
+        let mut v: serde_json::Value = serde_json::from_str(payload).unwrap();
+        v.as_object_mut().unwrap().remove("window_start");
+        *payload = v.to_string();
+    }
     input.insert(1234, (Some("EWR".into()), "garbage".into()));
     input.push(input[10].clone()); // stale
     publish(&b, &t.features, 4, &input);

@@ -89,8 +89,10 @@ pub struct OutRecord {
     /// Deterministic id: the same input always yields the same id (see the module doc).
     pub id: String,
     /// Message key; it also chooses the partition.
+    #[serde(with = "crate::exchange::opt_bytes")]
     pub key: Option<Vec<u8>>,
-    /// Message payload.
+    /// Message payload (a byte string between processes: [`crate::exchange::bytes`]).
+    #[serde(with = "crate::exchange::bytes")]
     pub payload: Vec<u8>,
     /// Message headers (the id header is added by the sink).
     pub headers: Vec<(String, Vec<u8>)>,

@@ -29,6 +29,8 @@ pub struct Accepted {
     /// The record. Boxed: a record is moved some ten times on its way through the operators
     /// (container pushes, exchange buffers, the per-station buffer and its sort), and inline its
     /// 200 bytes made each move a copy; boxed, one allocation replaces them (BENCHMARKS.md).
+    /// Between processes it travels in the compact form of [`crate::exchange::record`].
+    #[serde(with = "crate::exchange::record")]
     pub record: Box<FeatureRecord>,
     /// Its input position.
     pub source: SourcePosition,
