@@ -163,9 +163,9 @@ pub struct BenchArgs {
     /// 280,000 rec/s whatever read it, which capped the passthrough too (BENCHMARKS.md).
     #[arg(long, default_value = "none")]
     pub input_compression: String,
-    /// Epoch lengths (ms) of the latency runs (5 ms: p99 30-81 ms at half the maximum in eleven
-    /// runs of 10 s, median 36, nine under 50, where 10 ms gave 37-92 ms; 100 ms, the runner's
-    /// default, for comparison).
+    /// Epoch lengths (ms) of the latency runs (5 ms, checkpoints on: p99 at half the maximum in
+    /// 17 runs of 10 s median 36, 11 under 50, one 1.1 s stall, where 10 ms gave 37-92 ms;
+    /// 100 ms, the runner's default, for comparison).
     #[arg(long, value_delimiter = ',', default_value = "5,100")]
     pub latency_epoch_ms: Vec<u64>,
     /// Processes killed (one at a time) in the recovery part.
@@ -241,7 +241,17 @@ pub fn run(a: &BenchArgs) -> Result<Report, BenchError> {
         let runs: Vec<_> = (0..repeats)
             .map(|_| profile::stages(&data, fallback_params(ModelSource::fallback_only()), Serving::default(), 8192))
             .collect();
-        r.profile = Some(ProfileSection::new(runs, r.engine.as_ref()));
+        let mut section = ProfileSection::new(runs, r.engine.as_ref());
+        if let Some(d) = &a.models {
+            tracing::info!("bench: profile, trained models");
+            let served = store::for_generated_stations(d, &base, a.stations, &work).map_err(|e| part_err("profile")(e.to_string()))?;
+            let runs: Vec<_> = (0..repeats)
+                .map(|_| profile::stages(&data, fallback_params(ModelSource::fallback_only()), store::serving(&served), 8192))
+                .collect();
+            let _ = std::fs::remove_dir_all(&served);
+            section = section.with_trained(runs, r.engine.as_ref());
+        }
+        r.profile = Some(section);
     }
     if has(Part::E2e) {
         r.e2e = Some(e2e_part(&base, a, &work, repeats)?);

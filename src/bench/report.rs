@@ -114,11 +114,23 @@ pub struct ProfileSection {
     pub engine_us: f64,
     /// `engine_us` minus the stages: operator buffering, sorting, exchange, scheduling, µs.
     pub dataflow_overhead_us: f64,
+    /// The same with the trained models served (`--models`), against the trained engine runs.
+    pub trained: Option<Box<ProfileSection>>,
 }
 
 impl ProfileSection {
-    /// Medians of `runs`, set against the engine's 1-worker time.
+    /// Medians of `runs` (fallback models), set against the engine's 1-worker time.
     pub fn new(runs: Vec<StageTimes>, engine: Option<&EngineSection>) -> Self {
+        Self::of(runs, engine.map(|e| e.fallback.as_slice()))
+    }
+
+    /// Adds the stages timed with the trained models served.
+    pub fn with_trained(mut self, runs: Vec<StageTimes>, engine: Option<&EngineSection>) -> Self {
+        self.trained = Some(Box::new(Self::of(runs, engine.map(|e| e.trained.as_slice()))));
+        self
+    }
+
+    fn of(runs: Vec<StageTimes>, engine: Option<&[EngineRun]>) -> Self {
         let m = |f: fn(&StageTimes) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
         let median_times = StageTimes {
             records: runs.first().map_or(0, |r| r.records),
@@ -130,12 +142,13 @@ impl ProfileSection {
             exchange_forecasted_us: m(|r| r.exchange_forecasted_us),
             exchange_out_us: m(|r| r.exchange_out_us),
         };
-        let engine_us = engine.map_or(f64::NAN, |e| 1e6 / EngineSection::rate(&e.fallback, 1));
+        let engine_us = engine.map_or(f64::NAN, |e| 1e6 / EngineSection::rate(e, 1));
         ProfileSection {
             dataflow_overhead_us: engine_us - median_times.compute_us(),
             runs,
             median: median_times,
             engine_us,
+            trained: None,
         }
     }
 }
@@ -441,6 +454,20 @@ impl Report {
                 "engine 1 worker {:.2} => dataflow overhead (buffer, sort, exchange, scheduling) {:.2}",
                 p.engine_us, p.dataflow_overhead_us
             );
+            if let Some(t) = &p.trained {
+                let ts = &t.median;
+                let _ = writeln!(
+                    o,
+                    "trained models: parse {:.2} | forecast {:.2} | anomaly+assemble {:.2} | encode (JSON) {:.2} | sum {:.2} | engine 1 worker {:.2} => dataflow overhead {:.2}",
+                    ts.parse_us,
+                    ts.forecast_us,
+                    ts.anomaly_us,
+                    ts.encode_us,
+                    ts.compute_us(),
+                    t.engine_us,
+                    t.dataflow_overhead_us
+                );
+            }
             let _ =
                 writeln!(
                 o,

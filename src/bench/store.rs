@@ -58,16 +58,22 @@ pub fn for_generated_stations(source: &Path, base: &BaseSeries, stations: usize,
     Ok(dir)
 }
 
+/// The models the store at `dir` serves now.
+pub fn serving(dir: &Path) -> Serving {
+    let source = ModelSource::store(dir, 0);
+    let now = std::time::Instant::now();
+    Serving {
+        forecast: ModelWatch::new(&source).poll(now).cloned(),
+        anomaly: ModelWatch::new(&source).poll(now).cloned(),
+    }
+}
+
 /// The share of predictions the trained forecaster makes when the store at `dir` is served to
 /// the first `records` records of `data` (driven sequentially, outside the timed runs): a check
 /// that the trained runs time what they say.
 pub fn trained_share(dir: &Path, data: &Dataset, records: usize) -> f64 {
     let source = ModelSource::store(dir, 0);
-    let now = std::time::Instant::now();
-    let serving = Serving {
-        forecast: ModelWatch::new(&source).poll(now).cloned(),
-        anomaly: ModelWatch::new(&source).poll(now).cloned(),
-    };
+    let serving = serving(dir);
     let Some(name) = serving.forecast.as_ref().map(|s| s.name.clone()) else {
         return 0.0;
     };
