@@ -164,8 +164,8 @@ pub struct BenchArgs {
     #[arg(long, default_value = "none")]
     pub input_compression: String,
     /// Epoch lengths (ms) of the latency runs (5 ms, checkpoints on: p99 at half the maximum in
-    /// 17 runs of 10 s median 36, 11 under 50, one 1.1 s stall, where 10 ms gave 37-92 ms;
-    /// 100 ms, the runner's default, for comparison).
+    /// 19 runs of 10 s median 36, 12 under 50, two ran away to 0.9 and 1.1 s, where 10 ms gave
+    /// 37-92 ms; 100 ms, the runner's default, for comparison).
     #[arg(long, value_delimiter = ',', default_value = "5,100")]
     pub latency_epoch_ms: Vec<u64>,
     /// Processes killed (one at a time) in the recovery part.
