@@ -86,8 +86,30 @@ impl Climatology {
 
     /// The cycle's value at hour index `hour`.
     pub fn at(&self, hour: i64) -> f64 {
+        self.at_phase(Self::phase(hour))
+    }
+
+    /// `(cos, sin)` of the cycle's angle at hour index `hour`.
+    pub fn phase(hour: i64) -> (f64, f64) {
         let w = Self::OMEGA * hour as f64 / 24.0;
-        self.mean + self.cos * w.cos() + self.sin * w.sin()
+        (w.cos(), w.sin())
+    }
+
+    /// The phase `hours` (0..=24) after `(cos, sin)`, by the angle-sum formulas with the step's
+    /// cosine and sine from a table: one origin's 24 leads need no `sin_cos` each (it was a
+    /// tenth of the trained forecaster's time). Equal to [`phase`](Self::phase) of the later
+    /// hour to about 1e-13 (both round the angle; at hour indices near 400,000 the angle is some
+    /// 270 rad).
+    pub fn phase_after((c, s): (f64, f64), hours: usize) -> (f64, f64) {
+        static STEPS: std::sync::LazyLock<[(f64, f64); 25]> =
+            std::sync::LazyLock::new(|| std::array::from_fn(|h| Climatology::phase(h as i64)));
+        let (dc, ds) = STEPS[hours.min(24)];
+        (c * dc - s * ds, s * dc + c * ds)
+    }
+
+    /// The cycle's value at a phase from [`phase`](Self::phase) or [`phase_after`](Self::phase_after).
+    pub fn at_phase(&self, (c, s): (f64, f64)) -> f64 {
+        self.mean + self.cos * c + self.sin * s
     }
 
     /// Least days of samples (and span) for a fit: the annual cycle is ill-determined from a
@@ -243,6 +265,8 @@ pub struct OriginFeatures<'a, 'o> {
     wind: f64,
     precipitation: f64,
     origin_angle: (f64, f64),
+    /// The annual cycle's phase at the origin.
+    phase: (f64, f64),
     diurnal_now: f64,
     diurnal_range: f64,
     level_vs_climate: f64,
@@ -274,7 +298,8 @@ impl<'a, 'o> OriginFeatures<'a, 'o> {
             (Some(a), Some(b)) => a - b,
             _ => 0.0,
         };
-        let climate_now = climate.at(hour);
+        let phase = Climatology::phase(hour);
+        let climate_now = climate.at_phase(phase);
         Some(OriginFeatures {
             o,
             climate,
@@ -288,6 +313,7 @@ impl<'a, 'o> OriginFeatures<'a, 'o> {
             wind: o.wind_speed.unwrap_or(0.0).clamp(0.0, 40.0),
             precipitation: o.precipitation.unwrap_or(0.0).clamp(0.0, 50.0),
             origin_angle: hour_angle(hour),
+            phase,
             diurnal_now: o.fallback.diurnal(hour),
             diurnal_range: o.fallback.diurnal_range(),
             level_vs_climate: o.fallback.level() - climate_now,
@@ -314,7 +340,7 @@ impl<'a, 'o> OriginFeatures<'a, 'o> {
             self.daily_anomaly,
             diurnal_delta,
             fb - t0,
-            self.climate.at(valid) + diurnal_valid - t0,
+            self.climate.at_phase(Climatology::phase_after(self.phase, lead)) + diurnal_valid - t0,
             self.level_vs_climate,
             c1,
             c2,
@@ -362,6 +388,25 @@ pub fn schema() -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_annual_phase_of_later_hours_by_rotation_matches_the_direct_one() {
+        let c = Climatology {
+            mean: 12.0,
+            cos: -11.0,
+            sin: -4.0,
+        };
+        let mut worst = 0.0f64;
+        for hour in (-900_000i64..1_300_000).step_by(997) {
+            let p = Climatology::phase(hour);
+            for lead in 0..=24 {
+                let (a, b) = (c.at_phase(Climatology::phase_after(p, lead)), c.at(hour + lead as i64));
+                worst = worst.max((a - b).abs());
+            }
+        }
+        assert!(worst < 1e-11, "largest difference {worst:e} degC");
+        assert_eq!(c.at_phase(Climatology::phase(400_000)), c.at(400_000));
+    }
 
     #[test]
     fn hour_angles_come_from_the_table_unchanged() {
