@@ -12,6 +12,10 @@
 //! calibration month and a stormy winter differ in `s_h`, not in the quantiles of the normalised
 //! residuals. The quantiles are stored as a table over tail probabilities 0.005..0.25, so one
 //! model serves any interval probability in [0.5, 0.99].
+//!
+//! Serving does not call smartcore per lead: at the first forecast the 24 models are folded
+//! into raw-feature weights and biases ([`Compiled`]), so an origin's 24 forecasts are one pass
+//! over its 31 x 24 features (the same function up to rounding; a test compares with smartcore).
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
