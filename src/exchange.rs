@@ -13,8 +13,9 @@
 //!
 //! [`record`] (for `Box<FeatureRecord>` fields) gives binary serializers a fixed layout with the
 //! timestamps as (seconds, nanoseconds), and human-readable ones (JSON) the record's own form;
-//! [`bytes`] and [`opt_bytes`] write byte buffers as one byte string, which serde_json writes as
-//! the same array of numbers as before.
+//! [`utc`] does the same for single timestamps (the observations the features dataflow
+//! exchanges by station); [`bytes`] and [`opt_bytes`] write byte buffers as one byte string,
+//! which serde_json writes as the same array of numbers as before.
 
 use chrono::{DateTime, Utc};
 use serde::de::{SeqAccess, Visitor};
@@ -22,13 +23,45 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::contract::FeatureRecord;
 
+/// An instant as seconds since the epoch and nanoseconds (up to 1,999,999,999 in a leap second,
+/// as chrono counts them).
+type Instant = (i64, u32);
+
+fn instant(t: &DateTime<Utc>) -> Instant {
+    (t.timestamp(), t.timestamp_subsec_nanos())
+}
+
+fn from_instant<E: serde::de::Error>((secs, nanos): Instant) -> Result<DateTime<Utc>, E> {
+    DateTime::from_timestamp(secs, nanos).ok_or_else(|| E::custom(format!("instant {secs} s {nanos} ns is out of range")))
+}
+
+/// `serde(with)` for `DateTime<Utc>` fields of exchanged records: chrono's RFC 3339 text for
+/// human-readable formats (unchanged), (seconds, nanoseconds) for binary ones.
+pub mod utc {
+    use super::*;
+
+    /// Serialises `t` (see the module doc).
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            t.serialize(s)
+        } else {
+            instant(t).serialize(s)
+        }
+    }
+
+    /// Deserialises what [`serialize`] wrote.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        if d.is_human_readable() {
+            DateTime::<Utc>::deserialize(d)
+        } else {
+            from_instant(Instant::deserialize(d)?)
+        }
+    }
+}
+
 /// `serde(with)` for `Box<FeatureRecord>` fields of exchanged records (see the module doc).
 pub mod record {
     use super::*;
-
-    /// An instant as seconds since the epoch and nanoseconds (up to 1,999,999,999 in a leap
-    /// second, as chrono counts them).
-    type Instant = (i64, u32);
 
     #[derive(Serialize, Deserialize)]
     struct Binary {
@@ -38,14 +71,6 @@ pub mod record {
         count: u64,
         /// temperature mean, min, max, std; humidity; pressure; wind mean, max; precipitation.
         values: [Option<f64>; 9],
-    }
-
-    fn instant(t: &DateTime<Utc>) -> Instant {
-        (t.timestamp(), t.timestamp_subsec_nanos())
-    }
-
-    fn from_instant<E: serde::de::Error>((secs, nanos): Instant) -> Result<DateTime<Utc>, E> {
-        DateTime::from_timestamp(secs, nanos).ok_or_else(|| E::custom(format!("instant {secs} s {nanos} ns is out of range")))
     }
 
     /// Serialises `r` (see the module doc).
@@ -233,6 +258,35 @@ mod tests {
             "{json}"
         );
         assert_eq!(serde_json::from_str::<Accepted>(&json).unwrap(), sent[1]);
+    }
+
+    #[test]
+    fn observations_cross_processes_with_binary_timestamps_and_keep_their_json() {
+        use crate::observations::Observation;
+        use crate::operators::window::Stamped;
+        let leap = chrono::NaiveDate::from_ymd_opt(2016, 12, 31)
+            .and_then(|d| d.and_hms_nano_opt(23, 59, 59, 1_250_000_000))
+            .unwrap()
+            .and_utc();
+        let mut obs = Observation::new("PAY", leap);
+        obs.temperature = Some(-3.25);
+        let sent = vec![
+            Stamped {
+                obs: obs.clone(),
+                source: SourcePosition { partition: 1, offset: 9 },
+                window_end: Utc.with_ymd_and_hms(2017, 1, 1, 0, 0, 0).unwrap(),
+            },
+            Stamped {
+                obs: Observation::new("EWR", Utc.timestamp_opt(-86_400 * 365, 7).unwrap()),
+                source: SourcePosition { partition: 0, offset: 0 },
+                window_end: Utc.with_ymd_and_hms(1969, 1, 1, 1, 0, 0).unwrap(),
+            },
+        ];
+        assert_eq!(across(sent.clone()), sent);
+        // The raw topic's JSON contract is the observation's serde form: unchanged.
+        let json = serde_json::to_string(&obs).unwrap();
+        assert!(json.contains(r#""time":"2016-12-31T23:59:60.250Z""#), "{json}");
+        assert_eq!(serde_json::from_str::<Observation>(&json).unwrap(), obs);
     }
 
     #[test]

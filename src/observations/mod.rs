@@ -40,7 +40,9 @@ use serde::{Deserialize, Serialize};
 pub struct Observation {
     /// Station identifier: `EWR`/`JFK`/`LGA` (NYC), `PAY` (Payerne), `723170` (Greensboro TMY3).
     pub station_id: String,
-    /// Time the reading refers to, in UTC (for hour-ending sources, the end of the hour).
+    /// Time the reading refers to, in UTC (for hour-ending sources, the end of the hour). RFC
+    /// 3339 in JSON; seconds and nanoseconds between processes ([`crate::exchange::utc`]).
+    #[serde(with = "crate::exchange::utc")]
     pub time: DateTime<Utc>,
     /// Air (dry-bulb) temperature, degC.
     pub temperature: Option<f64>,

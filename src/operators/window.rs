@@ -74,6 +74,7 @@ pub struct Stamped {
     /// Where it was read.
     pub source: SourcePosition,
     /// End of its window.
+    #[serde(with = "crate::exchange::utc")]
     pub window_end: DateTime<Utc>,
 }
 
