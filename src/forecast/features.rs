@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!   FallbackForecaster (level L, diurnal D, F_h, interval half-width s_h) ─┐
-//!   RecentHistory (T, RH, p for o-24..o, 24-h volatility) ─────────────────┼─> Origin ──forecast_features(h, climatology)──> x_h  (FEATURES order)
+//!   RecentHistory (T, RH, p for o-24..o, 24-h volatility) ─────────────────┼─> Origin ──OriginFeatures(climatology).at(h)──> x_h  (FEATURES order)
 //!   record (wind, precipitation) ──────────────────────────────────────────┘        └─interval_scale(h)─────────────────────> s_h  (normaliser)
 //! ```
 //!
@@ -19,7 +19,7 @@ use super::fallback::FallbackForecaster;
 use super::history::RecentHistory;
 use crate::contract::ForecastPoint;
 
-/// Feature names, in the order of the vectors [`forecast_features`] builds. Stored in every
+/// Feature names, in the order of the vectors [`OriginFeatures::at`] builds. Stored in every
 /// model's metadata; a model whose list differs is refused.
 pub const FEATURES: [&str; N_FEATURES] = [
     "daily_anomaly",
@@ -240,17 +240,10 @@ fn hour_angle_computed(hour: i64) -> (f64, f64) {
     (a.sin(), a.cos())
 }
 
-/// The feature vector (in [`FEATURES`] order) for `lead` hours after `o`, given the station's
-/// climatology, or `None` when the origin has no accepted temperature or the fallback has no
-/// forecast for the lead. Serving all 24 leads goes through [`OriginFeatures`], which computes
-/// the parts that do not depend on the lead once.
-pub fn forecast_features(o: &Origin<'_>, lead: usize, climate: &Climatology) -> Option<[f64; N_FEATURES]> {
-    OriginFeatures::new(o, climate)?.at(lead)
-}
-
-/// The lead-independent part of an origin's features: the last day's temperatures, the
-/// changes, humidity, pressure tendencies and the level against the climate, computed once per
-/// origin instead of once per lead (same operations, so the same values).
+/// An origin's features, given the station's climatology: [`OriginFeatures::at`] gives the
+/// vector (in [`FEATURES`] order) for each lead. What does not depend on the lead (the last
+/// day's temperatures, the changes, humidity, pressure tendencies, the level against the
+/// climate) is computed once per origin; serving and training both go through it.
 #[derive(Clone, Copy, Debug)]
 pub struct OriginFeatures<'a, 'o> {
     o: &'a Origin<'o>,
@@ -300,6 +293,7 @@ impl<'a, 'o> OriginFeatures<'a, 'o> {
         };
         let phase = Climatology::phase(hour);
         let climate_now = climate.at_phase(phase);
+        let diurnal_now = o.fallback.diurnal(hour);
         Some(OriginFeatures {
             o,
             climate,
@@ -314,10 +308,10 @@ impl<'a, 'o> OriginFeatures<'a, 'o> {
             precipitation: o.precipitation.unwrap_or(0.0).clamp(0.0, 50.0),
             origin_angle: hour_angle(hour),
             phase,
-            diurnal_now: o.fallback.diurnal(hour),
+            diurnal_now,
             diurnal_range: o.fallback.diurnal_range(),
             level_vs_climate: o.fallback.level() - climate_now,
-            daily_anomaly: t0 - day_mean - o.fallback.diurnal(hour),
+            daily_anomaly: t0 - day_mean - diurnal_now,
             day_vs_climate: day_mean - climate_now,
         })
     }

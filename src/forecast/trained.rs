@@ -49,10 +49,9 @@ pub enum Regressor {
 
 impl Regressor {
     /// The fitted coefficients (one per feature, as a column) and intercept, or `None` when
-    /// unfitted. Read through serde: smartcore's accessors unwrap, and this must never panic.
+    /// unfitted.
     fn fitted(&self) -> Option<Fitted> {
-        let v = serde_json::to_value(self).ok()?;
-        let inner = v.as_object()?.values().next()?;
+        let inner = self.fields().ok()?;
         let coefficients = inner["coefficients"]["data"]
             .as_array()?
             .iter()
@@ -74,8 +73,7 @@ impl Regressor {
     /// Checks the fitted coefficients without trusting them (a corrupted model must be refused,
     /// never reach a shape assertion): `n_features x 1`, all finite, finite intercept.
     pub fn check(&self, n_features: usize) -> Result<(), String> {
-        let v = serde_json::to_value(self).map_err(|e| e.to_string())?;
-        let inner = v.as_object().and_then(|o| o.values().next()).ok_or("regressor is not an object")?;
+        let inner = self.fields()?;
         let coef = &inner["coefficients"];
         let dim: Vec<u64> = coef["dim"]
             .as_array()
@@ -91,6 +89,16 @@ impl Regressor {
             return Err("coefficients or intercept missing or not finite".into());
         }
         Ok(())
+    }
+
+    /// The smartcore model's fields (`coefficients`, `intercept`, ...) as JSON: read through
+    /// serde because smartcore's accessors unwrap, and a corrupted model must never panic.
+    fn fields(&self) -> Result<serde_json::Value, String> {
+        let v = serde_json::to_value(self).map_err(|e| e.to_string())?;
+        v.as_object()
+            .and_then(|o| o.values().next())
+            .cloned()
+            .ok_or_else(|| "regressor is not an object".to_string())
     }
 }
 

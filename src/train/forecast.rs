@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!   replay (fallback only) ──> annual cycle per station (training period)
-//!   replay again ──> per origin o: x_h = forecast_features(o, h), s_h = interval_scale(o, h), T(o)
+//!   replay again ──> per origin o: x_h = OriginFeatures::at(h), s_h = interval_scale(o, h), T(o)
 //!   train period:        y_h = T(o+h) - T(o)  ──ForecastSpec::fit──> point_h
 //!   calibration period:  r = (T(o+h) - T^(o,h)) / s_h ──conformal quantiles──> q_h(p), p = 0.005..0.25
 //!   model.json ──reload (bit-exact)──> replay serving it ──> test period scores (every origin,
@@ -26,7 +26,7 @@ use super::store_version;
 use super::{loader, write_report_dir, TrainError, TrainOptions, TrainOutcome};
 use crate::anomaly::qc;
 use crate::contract::LEADS;
-use crate::forecast::features::{forecast_features, schema, Climatology, N_FEATURES};
+use crate::forecast::features::{schema, Climatology, OriginFeatures, N_FEATURES};
 use crate::forecast::trained::{LeadModel, LinearPerLead, QUANTILE_GRID};
 use crate::models::serving::{Served, Serving};
 use crate::models::{crate_versions, DataInfo, ModelMeta, ModelStore, Period, MODEL_FILE};
@@ -224,7 +224,10 @@ pub fn train_forecast(o: &TrainOptions) -> Result<TrainOutcome, TrainError> {
         let (Some(t0), Some(climate)) = (origin.temperature(), climatology.get(&step.record.station_id)) else {
             return;
         };
-        let x: Option<Vec<[f64; N_FEATURES]>> = (1..=LEADS).map(|h| forecast_features(&origin, h, climate)).collect();
+        let Some(features) = OriginFeatures::new(&origin, climate) else {
+            return;
+        };
+        let x: Option<Vec<[f64; N_FEATURES]>> = (1..=LEADS).map(|h| features.at(h)).collect();
         let Some(x) = x else { return };
         let scale: Option<Vec<f64>> = (1..=LEADS).map(|h| origin.interval_scale(h)).collect();
         if let Some(scale) = scale {
