@@ -71,7 +71,7 @@
 use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{empty_point, normal_quantile, Expectation, ForecastOutput};
+use super::{empty_point, normal_quantile_cached, Expectation, ForecastOutput};
 use crate::anomaly::qc;
 use crate::contract::{FeatureRecord, ForecastPoint, LEADS};
 
@@ -253,7 +253,7 @@ impl Band {
     fn new(interval: f64) -> Band {
         let p = sanitise_interval(interval);
         let tau = 0.5 + p / 2.0;
-        let z = normal_quantile(tau);
+        let z = normal_quantile_cached(tau);
         Band {
             tau,
             z,

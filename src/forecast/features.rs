@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!   FallbackForecaster (level L, diurnal D, F_h, interval half-width s_h) ─┐
-//!   RecentHistory (T, RH, p for o-24..o, 24-h volatility) ─────────────────┼─> Origin ──OriginFeatures(climatology).at(h)──> x_h  (FEATURES order)
+//!   RecentHistory (T, RH, p for o-24..o, 24-h volatility) ─────────────────┼─> Origin ──OriginFeatures(climatology).columns()──> x_h, h = 1..24 (FEATURES order)
 //!   record (wind, precipitation) ──────────────────────────────────────────┘        └─interval_scale(h)─────────────────────> s_h  (normaliser)
 //! ```
 //!
@@ -17,9 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use super::fallback::FallbackForecaster;
 use super::history::RecentHistory;
-use crate::contract::ForecastPoint;
+use crate::contract::{ForecastPoint, LEADS};
 
-/// Feature names, in the order of the vectors [`OriginFeatures::at`] builds. Stored in every
+/// Feature names, in the order of the vectors [`Columns::row`] builds. Stored in every
 /// model's metadata; a model whose list differs is refused.
 pub const FEATURES: [&str; N_FEATURES] = [
     "daily_anomaly",
@@ -240,8 +240,8 @@ fn hour_angle_computed(hour: i64) -> (f64, f64) {
     (a.sin(), a.cos())
 }
 
-/// An origin's features, given the station's climatology: [`OriginFeatures::at`] gives the
-/// vector (in [`FEATURES`] order) for each lead. What does not depend on the lead (the last
+/// An origin's features, given the station's climatology: [`OriginFeatures::columns`] gives
+/// them (in [`FEATURES`] order) at every lead. What does not depend on the lead (the last
 /// day's temperatures, the changes, humidity, pressure tendencies, the level against the
 /// climate) is computed once per origin; serving and training both go through it.
 #[derive(Clone, Copy, Debug)]
@@ -316,53 +316,143 @@ impl<'a, 'o> OriginFeatures<'a, 'o> {
         })
     }
 
-    /// The features for `lead` hours after the origin, or `None` when the fallback has no
-    /// forecast for the lead.
-    pub fn at(&self, lead: usize) -> Option<[f64; N_FEATURES]> {
+    /// The features at every lead, or `None` when the fallback has no forecast for some lead.
+    /// What varies with the lead (the diurnal and climate steps, the valid hour, yesterday at
+    /// the valid hour) is computed once per lead; the rest is the origin's, stored once.
+    pub fn columns(&self) -> Option<Columns> {
         let o = self.o;
         let (t0, wind, range, depression) = (self.t0, self.wind, self.range, self.depression);
-        let fb = o.fallback_points.get(lead.checked_sub(1)?)?.temperature?;
-        let hour = o.hour;
-        let valid = hour + lead as i64;
-        let diurnal_valid = o.fallback.diurnal(valid);
-        let diurnal_delta = diurnal_valid - self.diurnal_now;
-        let (vs, vc) = hour_angle(valid);
-        let (os, oc) = self.origin_angle;
         let [c1, c2, c3, c6, c12, c24] = self.changes;
         let [p1, p3, p12, p24] = self.p_changes;
-        Some([
-            self.daily_anomaly,
-            diurnal_delta,
-            fb - t0,
-            self.climate.at_phase(Climatology::phase_after(self.phase, lead)) + diurnal_valid - t0,
-            self.level_vs_climate,
-            c1,
-            c2,
-            c3,
-            c6,
-            c12,
-            c24,
-            self.rh,
-            self.rh_change,
-            depression,
-            p1,
-            p3,
-            p12,
-            p24,
-            wind,
-            self.precipitation,
-            vs,
-            vc,
-            os,
-            oc,
-            self.diurnal_range,
-            diurnal_delta * depression / 10.0,
-            diurnal_delta * wind / 5.0,
-            o.history.temperature_near(valid - 24, 2).map_or(diurnal_delta, |y| y - t0),
-            self.day_vs_climate,
-            range,
-            diurnal_delta * range / self.diurnal_range.max(1.0),
-        ])
+        let (os, oc) = self.origin_angle;
+        let mut c = Columns {
+            origin: [
+                self.daily_anomaly,
+                self.level_vs_climate,
+                c1,
+                c2,
+                c3,
+                c6,
+                c12,
+                c24,
+                self.rh,
+                self.rh_change,
+                depression,
+                p1,
+                p3,
+                p12,
+                p24,
+                wind,
+                self.precipitation,
+                os,
+                oc,
+                self.diurnal_range,
+                self.day_vs_climate,
+                range,
+            ],
+            lead: [[0.0; LEADS]; N_LEAD],
+        };
+        for l in 0..LEADS {
+            let lead = l + 1;
+            let fb = o.fallback_points.get(l)?.temperature?;
+            let valid = o.hour + lead as i64;
+            let diurnal_valid = o.fallback.diurnal(valid);
+            let diurnal_delta = diurnal_valid - self.diurnal_now;
+            let (vs, vc) = hour_angle(valid);
+            let yesterday = o.history.temperature_near(valid - 24, 2).map_or(diurnal_delta, |y| y - t0);
+            let column = [
+                diurnal_delta,
+                fb - t0,
+                self.climate.at_phase(Climatology::phase_after(self.phase, lead)) + diurnal_valid - t0,
+                vs,
+                vc,
+                diurnal_delta * depression / 10.0,
+                diurnal_delta * wind / 5.0,
+                yesterday,
+                diurnal_delta * range / self.diurnal_range.max(1.0),
+            ];
+            for (k, v) in column.into_iter().enumerate() {
+                c.lead[k][l] = v;
+            }
+        }
+        Some(c)
+    }
+}
+
+/// Where each feature of [`FEATURES`] lives in [`Columns`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Slot {
+    /// The same at every lead: `Columns::origin[i]`.
+    Origin(usize),
+    /// One value per lead: `Columns::lead[i]`.
+    Lead(usize),
+}
+
+/// Features that vary with the lead.
+const N_LEAD: usize = 9;
+
+/// [`FEATURES`] in order, as slots of [`Columns`].
+pub const LAYOUT: [Slot; N_FEATURES] = {
+    use Slot::{Lead as L, Origin as O};
+    [
+        O(0),  // daily_anomaly
+        L(0),  // diurnal_delta
+        L(1),  // fallback_delta
+        L(2),  // climate_gap
+        O(1),  // level_vs_climate
+        O(2),  // change_1h
+        O(3),  // change_2h
+        O(4),  // change_3h
+        O(5),  // change_6h
+        O(6),  // change_12h
+        O(7),  // change_24h
+        O(8),  // humidity
+        O(9),  // humidity_change_3h
+        O(10), // dewpoint_depression
+        O(11), // pressure_change_1h
+        O(12), // pressure_change_3h
+        O(13), // pressure_change_12h
+        O(14), // pressure_change_24h
+        O(15), // wind_speed
+        O(16), // precipitation
+        L(3),  // valid_hour_sin
+        L(4),  // valid_hour_cos
+        O(17), // origin_hour_sin
+        O(18), // origin_hour_cos
+        O(19), // diurnal_range
+        L(5),  // diurnal_delta_x_dewpoint_depression
+        L(6),  // diurnal_delta_x_wind_speed
+        L(7),  // yesterday_delta
+        O(20), // day_vs_climate
+        O(21), // range_24h
+        L(8),  // diurnal_delta_x_range
+    ]
+};
+
+/// An origin's features at all 24 leads, stored once where they do not depend on the lead
+/// (22 of the 31): a linear model over all leads reads each origin value once
+/// (`Compiled::changes`), and [`row`](Columns::row) gives one lead's vector for training.
+#[derive(Clone, Debug)]
+pub struct Columns {
+    /// Lead-independent features, by `Slot::Origin` index.
+    pub origin: [f64; N_FEATURES - N_LEAD],
+    /// Lead-dependent features, by `Slot::Lead` index, then lead - 1.
+    pub lead: [[f64; LEADS]; N_LEAD],
+}
+
+impl Columns {
+    /// Feature `j` (in [`FEATURES`] order) at lead index `l` (lead `l + 1`).
+    pub fn get(&self, j: usize, l: usize) -> f64 {
+        match LAYOUT[j] {
+            Slot::Origin(i) => self.origin[i],
+            Slot::Lead(i) => self.lead[i][l],
+        }
+    }
+
+    /// The feature vector (in [`FEATURES`] order) for `lead` (1..=24) hours after the origin.
+    pub fn row(&self, lead: usize) -> [f64; N_FEATURES] {
+        let l = lead.clamp(1, LEADS) - 1;
+        std::array::from_fn(|j| self.get(j, l))
     }
 }
 
@@ -400,6 +490,25 @@ mod tests {
         }
         assert!(worst < 1e-11, "largest difference {worst:e} degC");
         assert_eq!(c.at_phase(Climatology::phase(400_000)), c.at(400_000));
+    }
+
+    #[test]
+    fn the_layout_places_every_column_once() {
+        let (mut origin, mut lead) = (vec![0; N_FEATURES - N_LEAD], vec![0; N_LEAD]);
+        for slot in LAYOUT {
+            match slot {
+                Slot::Origin(i) => origin[i] += 1,
+                Slot::Lead(i) => lead[i] += 1,
+            }
+        }
+        assert!(origin.iter().chain(&lead).all(|&n| n == 1), "{origin:?} {lead:?}");
+        let c = Columns {
+            origin: std::array::from_fn(|i| i as f64),
+            lead: std::array::from_fn(|i| std::array::from_fn(|l| 100.0 * (i + 1) as f64 + l as f64)),
+        };
+        let row = c.row(3);
+        assert_eq!((row[0], row[1], row[2], row[30]), (0.0, 102.0, 202.0, 902.0));
+        assert_eq!(c.row(24)[20], 423.0, "valid_hour_sin at lead 24");
     }
 
     #[test]

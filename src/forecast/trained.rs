@@ -2,7 +2,7 @@
 //! split-conformal intervals on residuals normalised by the local volatility.
 //!
 //! ```text
-//!   Origin o ──OriginFeatures::at(h)──> x_h  ──point_h──> T^(o+h) = T(o) + offset + regressor_h(standardised x_h)
+//!   Origin o ──OriginFeatures::columns()──> x_h  ──point_h──> T^(o+h) = T(o) + offset + regressor_h(standardised x_h)
 //!            └─interval_scale(h)─────> s_h               (see features::Origin::interval_scale)
 //!   interval: [T^ + q_lo(p) s_h,  T^ + q_hi(p) s_h]     q: conformal quantiles of (y - T^) / s_h
 //!                                                        on the calibration period, per lead
@@ -15,9 +15,9 @@
 //!
 //! Serving does not call smartcore per lead: at the first forecast the 24 models are folded
 //! into raw-feature weights and biases ([`Compiled`]), so an origin's 24 forecasts are one pass
-//! over its 31 x 24 features (the same function up to rounding; a test compares with smartcore).
+//! over its feature columns (the same function up to rounding; a test compares with smartcore).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::OnceLock;
 
 use ndarray::{Array1, Array2};
@@ -25,8 +25,8 @@ use serde::{Deserialize, Serialize};
 use smartcore::linear::elastic_net::ElasticNet;
 use smartcore::linear::ridge_regression::RidgeRegression;
 
-use super::features::{schema, Climatology, Origin, OriginFeatures, N_FEATURES};
-use crate::contract::{ForecastPoint, LEADS};
+use super::features::{schema, Climatology, Columns, Origin, OriginFeatures, Slot, LAYOUT, N_FEATURES};
+use crate::contract::LEADS;
 
 /// Model type name of the ridge variant.
 pub const RIDGE: &str = "ridge-per-lead";
@@ -232,19 +232,25 @@ pub struct Compiled {
     bias: [f64; LEADS],
     /// Residual quantiles `(q_lo, q_hi)` of each lead at interval probability `p` (bits).
     quantiles: (u64, [(f64, f64); LEADS]),
+    /// The stations' climatologies, hashed (the stored map is ordered, for stable model files;
+    /// looking a station up in it took ten string comparisons at a thousand stations).
+    climatology: HashMap<String, Climatology, foldhash::fast::FixedState>,
 }
 
 impl Compiled {
-    /// Folds `leads` (which must be [`LEADS`] models over [`N_FEATURES`] features); the
-    /// quantiles are tabulated for interval probability `p`.
-    pub fn new(leads: &[LeadModel], p: f64) -> Option<Compiled> {
+    /// Folds the model's leads (which must be [`LEADS`] models over [`N_FEATURES`] features);
+    /// the quantiles are tabulated for interval probability `p`.
+    pub fn new(model: &LinearPerLead, p: f64) -> Option<Compiled> {
+        let leads = &model.leads;
         if leads.len() != LEADS {
             return None;
         }
+        let climatology = model.climatology.iter().map(|(s, c)| (s.clone(), c.clone())).collect();
         let mut c = Compiled {
             weights: [[0.0; LEADS]; N_FEATURES],
             bias: [0.0; LEADS],
             quantiles: (p.to_bits(), [(0.0, 0.0); LEADS]),
+            climatology,
         };
         for (l, m) in leads.iter().enumerate() {
             let (w, bias) = m.point.folded()?;
@@ -260,13 +266,35 @@ impl Compiled {
         Some(c)
     }
 
-    /// The change `T(o+h) - T(o)` at every lead, from the features `x[j][l]` (feature-major).
-    pub fn changes(&self, x: &[[f64; LEADS]; N_FEATURES]) -> [f64; LEADS] {
+    /// The change `T(o+h) - T(o)` at every lead, from the origin's feature columns: an origin
+    /// value is multiplied into all 24 leads' weights at once, a per-lead column lane by lane
+    /// (the same products, summed in feature order, as one dot product per lead).
+    pub fn changes(&self, x: &Columns) -> [f64; LEADS] {
+        // Half the leads at a time: twelve accumulators stay in registers.
+        const HALF: usize = LEADS / 2;
         let mut y = self.bias;
-        for (xj, wj) in x.iter().zip(&self.weights) {
-            for l in 0..LEADS {
-                y[l] += xj[l] * wj[l];
+        for (h, out) in y.chunks_exact_mut(HALF).enumerate() {
+            let mut acc = [0.0; HALF];
+            acc.copy_from_slice(out);
+            let r = h * HALF..(h + 1) * HALF;
+            for (slot, w) in LAYOUT.iter().zip(&self.weights) {
+                let w = &w[r.clone()];
+                match *slot {
+                    Slot::Origin(i) => {
+                        let v = x.origin[i];
+                        for l in 0..HALF {
+                            acc[l] += v * w[l];
+                        }
+                    }
+                    Slot::Lead(i) => {
+                        let v = &x.lead[i][r.clone()];
+                        for l in 0..HALF {
+                            acc[l] += v[l] * w[l];
+                        }
+                    }
+                }
             }
+            out.copy_from_slice(&acc);
         }
         y
     }
@@ -305,45 +333,24 @@ impl LinearPerLead {
         Ok(())
     }
 
-    /// The point forecast and interval for every lead, or `None` when the origin has no accepted
+    /// `(point, lower, upper)` at every lead (the fallback's points of this origin keep their
+    /// leads and valid times and take these values), or `None` when the origin has no accepted
     /// temperature or the station is not one the model was trained on (the caller then serves
     /// the fallback's points). `p` is the interval probability.
-    pub fn forecast(&self, o: &Origin<'_>, p: f64) -> Option<Vec<ForecastPoint>> {
+    pub fn forecast(&self, o: &Origin<'_>, p: f64) -> Option<[(f64, f64, f64); LEADS]> {
         let t0 = o.temperature()?;
-        let climate = self.climatology.get(o.station)?;
-        let c = self
-            .compiled
-            .get_or_init(|| Compiled::new(&self.leads, p).map(Box::new))
-            .as_deref()?;
-        let features = OriginFeatures::new(o, climate)?;
-        // Feature-major: x[j][l] is feature j at lead l + 1.
-        let mut x = [[0.0; LEADS]; N_FEATURES];
-        for lead in 1..=LEADS {
-            for (xj, v) in x.iter_mut().zip(features.at(lead)?) {
-                xj[lead - 1] = v;
-            }
-        }
-        let changes = c.changes(&x);
-        let times = super::fallback::LeadTimes::new(o.window_end);
-        let mut points = Vec::with_capacity(LEADS);
+        let c = self.compiled.get_or_init(|| Compiled::new(self, p).map(Box::new)).as_deref()?;
+        let climate = c.climatology.get(o.station)?;
+        let changes = c.changes(&OriginFeatures::new(o, climate)?.columns()?);
+        let quantiles = (c.quantiles.0 == p.to_bits()).then_some(&c.quantiles.1);
+        let mut out = [(0.0, 0.0, 0.0); LEADS];
         for (i, m) in self.leads.iter().enumerate() {
-            let lead = i + 1;
-            let size = o.interval_scale(lead)?;
+            let size = o.interval_scale(i + 1)?;
             let f = t0 + Some(changes[i]).filter(|v| v.is_finite())?;
-            let (q_lo, q_hi) = if c.quantiles.0 == p.to_bits() {
-                c.quantiles.1[i]
-            } else {
-                m.quantiles(p)
-            };
-            points.push(ForecastPoint {
-                lead_hours: lead as u32,
-                valid_at: times.at(lead as u32),
-                temperature: Some(f),
-                lower: Some((f + q_lo * size).min(f)),
-                upper: Some((f + q_hi * size).max(f)),
-            });
+            let (q_lo, q_hi) = quantiles.map_or_else(|| m.quantiles(p), |q| q[i]);
+            out[i] = (f, (f + q_lo * size).min(f), (f + q_hi * size).max(f));
         }
-        Some(points)
+        Some(out)
     }
 }
 
@@ -402,6 +409,38 @@ mod tests {
             assert!(worst < 1e-12, "relative difference {worst:e}");
         }
         assert!(unfitted().folded().is_none(), "an unfitted model folds to nothing");
+    }
+
+    #[test]
+    fn the_column_pass_sums_what_one_dot_product_per_lead_sums() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 11) as f64 / (1u64 << 53) as f64 * 8.0 - 4.0
+        };
+        let c = Compiled {
+            weights: std::array::from_fn(|_| std::array::from_fn(|_| next())),
+            bias: std::array::from_fn(|_| next()),
+            quantiles: (0, [(0.0, 0.0); LEADS]),
+            climatology: HashMap::default(),
+        };
+        for _ in 0..200 {
+            let x = Columns {
+                origin: std::array::from_fn(|_| next() * 100.0),
+                lead: std::array::from_fn(|_| std::array::from_fn(|_| next() * 100.0)),
+            };
+            let y = c.changes(&x);
+            for lead in 1..=LEADS {
+                let row = x.row(lead);
+                let mut dot = c.bias[lead - 1];
+                for (j, v) in row.iter().enumerate() {
+                    dot += v * c.weights[j][lead - 1];
+                }
+                assert_eq!(y[lead - 1].to_bits(), dot.to_bits(), "lead {lead}");
+            }
+        }
     }
 
     #[test]

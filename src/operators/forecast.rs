@@ -46,7 +46,7 @@ use crate::contract::{ForecastPoint, LEADS};
 use crate::forecast::fallback::{self, FallbackForecaster, FallbackParams};
 use crate::forecast::features::Origin;
 use crate::forecast::history::RecentHistory;
-use crate::forecast::{normal_quantile, Expectation};
+use crate::forecast::{normal_quantile_cached, Expectation};
 use crate::metrics::Metrics;
 use crate::models::serving::{EpochGate, ModelSource, ModelWatch, Serving};
 
@@ -93,7 +93,7 @@ pub struct Issued {
 
 impl Issued {
     fn new(hour: i64, points: &[ForecastPoint], p: f64) -> Option<Issued> {
-        let z = normal_quantile(0.5 + p.clamp(0.5, 0.999) / 2.0);
+        let z = normal_quantile_cached(0.5 + p.clamp(0.5, 0.999) / 2.0);
         let (mut mean, mut sigma) = ([0.0f32; LEADS], [0.0f32; LEADS]);
         for (i, pt) in points.iter().enumerate().take(LEADS) {
             mean[i] = pt.temperature? as f32;
@@ -175,19 +175,26 @@ impl StationForecastState {
             .and_then(|_| qc::usable_temperature(rec));
         let humidity = rec.humidity_mean.filter(|&h| qc::plausible_humidity(h));
         self.history.push(hour, accepted, humidity, qc::usable_pressure(rec));
-        let (points, model, expected) = match &serving.forecast {
+        let mut points = out.points;
+        let (model, expected) = match &serving.forecast {
             None => {
                 self.issued = None;
-                (out.points, fallback::NAME.to_string(), out.expected)
+                (fallback::NAME.to_string(), out.expected)
             }
             Some(served) => {
                 let expected = self.issued.as_ref().and_then(|i| i.expectation(hour)).or(out.expected);
-                match served.model.forecast(&self.origin(rec, &out.points), interval) {
-                    Some(points) => {
-                        self.issued = Issued::new(hour, &points, interval).map(Box::new);
-                        (points, served.name.clone(), expected)
+                match served.model.forecast(&self.origin(rec, &points), interval) {
+                    Some(values) => {
+                        for (pt, (f, lower, upper)) in points.iter_mut().zip(values) {
+                            (pt.temperature, pt.lower, pt.upper) = (Some(f), Some(lower), Some(upper));
+                        }
+                        match (&mut self.issued, Issued::new(hour, &points, interval)) {
+                            (Some(old), Some(new)) => **old = new,
+                            (slot, new) => *slot = new.map(Box::new),
+                        }
+                        (served.name.clone(), expected)
                     }
-                    None => (out.points, fallback::NAME.to_string(), expected),
+                    None => (fallback::NAME.to_string(), expected),
                 }
             }
         };

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!   replay (fallback only) ──> annual cycle per station (training period)
-//!   replay again ──> per origin o: x_h = OriginFeatures::at(h), s_h = interval_scale(o, h), T(o)
+//!   replay again ──> per origin o: x_h = OriginFeatures::columns().row(h), s_h = interval_scale(o, h), T(o)
 //!   train period:        y_h = T(o+h) - T(o)  ──ForecastSpec::fit──> point_h
 //!   calibration period:  r = (T(o+h) - T^(o,h)) / s_h ──conformal quantiles──> q_h(p), p = 0.005..0.25
 //!   model.json ──reload (bit-exact)──> replay serving it ──> test period scores (every origin,
@@ -227,8 +227,8 @@ pub fn train_forecast(o: &TrainOptions) -> Result<TrainOutcome, TrainError> {
         let Some(features) = OriginFeatures::new(&origin, climate) else {
             return;
         };
-        let x: Option<Vec<[f64; N_FEATURES]>> = (1..=LEADS).map(|h| features.at(h)).collect();
-        let Some(x) = x else { return };
+        let Some(columns) = features.columns() else { return };
+        let x: Vec<[f64; N_FEATURES]> = (1..=LEADS).map(|h| columns.row(h)).collect();
         let scale: Option<Vec<f64>> = (1..=LEADS).map(|h| origin.interval_scale(h)).collect();
         if let Some(scale) = scale {
             rows.push(OriginRow {
