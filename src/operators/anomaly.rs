@@ -80,8 +80,14 @@ pub fn complete(state: &mut StationAnomaly, f: Forecast, interval: f64) -> Predi
         issued_at: Utc::now(),
         model: ModelNames {
             forecast: f.model,
-            anomaly: match &f.anomaly_verdict {
-                Some(v) => format!("{}+{}", v.model, rules::NAME),
+            // `<model>+rules/v1`, appended to the verdict's own string (no `format!` per record).
+            anomaly: match f.anomaly_verdict {
+                Some(v) => {
+                    let mut name = v.model;
+                    name.push('+');
+                    name.push_str(rules::NAME);
+                    name
+                }
                 None => rules::NAME.to_string(),
             },
         },
