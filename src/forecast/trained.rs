@@ -413,13 +413,8 @@ mod tests {
 
     #[test]
     fn the_column_pass_sums_what_one_dot_product_per_lead_sums() {
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed >> 11) as f64 / (1u64 << 53) as f64 * 8.0 - 4.0
-        };
+        let mut rng = crate::anomaly::iforest::SplitMix64::new(0x2545_f491_4f6c_dd1d);
+        let mut next = move || rng.next_f64() * 8.0 - 4.0;
         let c = Compiled {
             weights: std::array::from_fn(|_| std::array::from_fn(|_| next())),
             bias: std::array::from_fn(|_| next()),
