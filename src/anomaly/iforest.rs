@@ -13,6 +13,26 @@
 //! so real, unquantised data with ties never loops. Randomness is a seeded SplitMix64: the same
 //! data and seed give the same forest. Trees are stored in preorder as parallel arrays (feature,
 //! value, right child) so a 32-tree forest over 128-row subsamples stays around 100 KB of JSON.
+//!
+//! # Scoring layout
+//!
+//! ```text
+//!   stored (preorder, any shape)        scored (complete, depth D = deepest leaf)
+//!        a                                   a            slot k: children 2k+1, 2k+2
+//!       / \            ──Complete::new──>   / \          a leaf above depth D is copied
+//!      b   L1                              b   ·          into every leaf slot under it
+//!     / \                                 / \ / \         (· a padding split), with its
+//!    L2  L3                              L2 L3 L1 L1      path length (depth + c(size))
+//! ```
+//!
+//! Walking a stored tree takes a data-dependent branch at every node, which the processor
+//! cannot predict well. The complete layout needs none: every walk takes D steps of
+//! `k = 2k + 2 - (x[f] < v)`, and eight trees are walked in lock-step so their independent
+//! loads overlap. The sum over trees is taken in tree order, so scores are bit for bit the
+//! preorder walk's ([`IsolationForest::score_preorder`], kept as the reference and for trees
+//! deeper than [`COMPLETE_MAX_DEPTH`]).
+
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
@@ -152,7 +172,7 @@ impl Tree {
 }
 
 /// A fitted forest.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct IsolationForest {
     /// Number of features of every row.
     pub n_features: usize,
@@ -160,6 +180,156 @@ pub struct IsolationForest {
     pub sample_size: usize,
     /// The trees.
     pub trees: Vec<Tree>,
+    /// The trees in the scoring layout, built at the first score (`None`: too deep for it).
+    #[serde(skip)]
+    complete: OnceLock<Option<Box<Complete>>>,
+}
+
+impl PartialEq for IsolationForest {
+    /// Equal when the stored forests are (the scoring layout is derived from them).
+    fn eq(&self, other: &Self) -> bool {
+        (self.n_features, self.sample_size, &self.trees) == (other.n_features, other.sample_size, &other.trees)
+    }
+}
+
+/// Deepest tree the complete layout takes (a tree of depth D takes 2^D slots of splits and
+/// 2^D leaves; forests grown on subsamples of 128 or 256 rows have depth 7 or 8).
+pub const COMPLETE_MAX_DEPTH: u32 = 12;
+/// Most features a row may have for the complete layout (the row is copied into an array this
+/// long, so that split features index it without bounds checks).
+const COMPLETE_MAX_FEATURES: usize = 32;
+/// Trees walked in lock-step.
+const LANES: usize = 8;
+
+/// Every tree of a forest padded to a complete binary tree of the forest's depth D (module
+/// docs). Each tree takes `2^D` slots of splits (the last unused) and `2^D` leaves, so that
+/// slot indices masked with `2^D - 1` need no bounds checks.
+#[derive(Clone, Debug)]
+pub struct Complete {
+    /// Steps of every walk.
+    depth: u32,
+    /// Split feature of each tree's split slots, tree after tree.
+    feature: Vec<u8>,
+    /// Split value of each tree's split slots.
+    value: Vec<f32>,
+    /// Path length of each tree's leaf slots: the depth of the stored leaf reached plus
+    /// `c(its row count)`.
+    leaf: Vec<f64>,
+}
+
+impl Complete {
+    /// The layout of `forest`, or `None` when a tree is deeper than [`COMPLETE_MAX_DEPTH`] or
+    /// rows are wider than [`COMPLETE_MAX_FEATURES`]. `forest` must be valid
+    /// ([`IsolationForest::validate`]).
+    pub fn new(forest: &IsolationForest) -> Option<Complete> {
+        fn depth_of(t: &Tree, i: usize, d: u32) -> Option<u32> {
+            let f = *t.feature.get(i)?;
+            if f < 0 {
+                return Some(d);
+            }
+            if d >= COMPLETE_MAX_DEPTH {
+                return None;
+            }
+            Some(depth_of(t, i + 1, d + 1)?.max(depth_of(t, *t.right.get(i)? as usize, d + 1)?))
+        }
+        if forest.n_features > COMPLETE_MAX_FEATURES {
+            return None;
+        }
+        let mut depth = 0;
+        for t in &forest.trees {
+            depth = depth.max(depth_of(t, 0, 0)?);
+        }
+        let slots = 1usize << depth;
+        let mut c = Complete {
+            depth,
+            feature: vec![0; slots * forest.trees.len()],
+            value: vec![0.0; slots * forest.trees.len()],
+            leaf: vec![0.0; slots * forest.trees.len()],
+        };
+        for (k, t) in forest.trees.iter().enumerate() {
+            c.place(k * slots, t, 0, 0, 0)?;
+        }
+        Some(c)
+    }
+
+    /// Places the stored subtree at preorder node `i` at split slot `slot` of the tree whose
+    /// slots start at `base`, `d` deep.
+    fn place(&mut self, base: usize, t: &Tree, i: usize, slot: usize, d: u32) -> Option<()> {
+        let f = *t.feature.get(i)?;
+        if f < 0 {
+            // A leaf: every leaf slot under `slot` reaches it (padding splits stay feature 0,
+            // value 0: either way leads to the same value).
+            let length = f64::from(d) + c_factor_cached(*t.value.get(i)? as usize);
+            let below = self.depth - d;
+            let first = base + ((slot + 1) << below) - (1 << self.depth);
+            self.leaf.get_mut(first..first + (1 << below))?.fill(length);
+            return Some(());
+        }
+        *self.feature.get_mut(base + slot)? = u8::try_from(f).ok()?;
+        *self.value.get_mut(base + slot)? = *t.value.get(i)?;
+        self.place(base, t, i + 1, 2 * slot + 1, d + 1)?;
+        self.place(base, t, *t.right.get(i)? as usize, 2 * slot + 2, d + 1)
+    }
+
+    /// Sum of the trees' path lengths of `x` (in tree order), `None` if `x` is too wide.
+    fn sum(&self, x: &[f64]) -> Option<f64> {
+        let mut row = [0.0; COMPLETE_MAX_FEATURES];
+        row.get_mut(..x.len())?.copy_from_slice(x);
+        // One instance per depth, so that a tree's slots are an array of known length.
+        macro_rules! by_depth {
+            ($($d:literal)*) => {
+                match self.depth {
+                    $($d => Some(self.sum_n::<{ 1 << $d }>(&row)),)*
+                    _ => None,
+                }
+            };
+        }
+        by_depth!(0 1 2 3 4 5 6 7 8 9 10 11 12)
+    }
+
+    fn sum_n<const N: usize>(&self, row: &[f64; COMPLETE_MAX_FEATURES]) -> f64 {
+        let (feature, _) = self.feature.as_chunks::<N>();
+        let (value, _) = self.value.as_chunks::<N>();
+        let (leaf, _) = self.leaf.as_chunks::<N>();
+        let mut sum = 0.0;
+        // Lanes of eight trees, then the rest one by one.
+        let (f8, f1) = feature.as_chunks::<LANES>();
+        let (v8, v1) = value.as_chunks::<LANES>();
+        let (l8, l1) = leaf.as_chunks::<LANES>();
+        for ((f, v), l) in f8.iter().zip(v8).zip(l8) {
+            sum = walk::<N, LANES>(f, v, l, row, sum);
+        }
+        for ((f, v), l) in f1.iter().zip(v1).zip(l1) {
+            sum = walk::<N, 1>(std::array::from_ref(f), std::array::from_ref(v), std::array::from_ref(l), row, sum);
+        }
+        sum
+    }
+}
+
+/// Walks `L` trees of `N` slots in lock-step and adds their path lengths to `sum`, in order.
+#[inline(always)]
+fn walk<const N: usize, const L: usize>(
+    feature: &[[u8; N]; L],
+    value: &[[f32; N]; L],
+    leaf: &[[f64; N]; L],
+    row: &[f64; COMPLETE_MAX_FEATURES],
+    mut sum: f64,
+) -> f64 {
+    let mut slot = [0usize; L];
+    for _ in 0..N.trailing_zeros() {
+        for l in 0..L {
+            let s = slot[l] & (N - 1);
+            let x = row[usize::from(feature[l][s]) % COMPLETE_MAX_FEATURES];
+            // Left when x < v, else right (NaN included), as `Tree::path_length` goes.
+            let left = x < f64::from(value[l][s]);
+            slot[l] = 2 * s + 2 - usize::from(left);
+        }
+    }
+    for l in 0..L {
+        // After D steps the slot is in [N - 1, 2N - 2]: leaf (slot + 1) - N.
+        sum += leaf[l][(slot[l] + 1) & (N - 1)];
+    }
+    sum
 }
 
 /// Problems fitting or using a forest.
@@ -208,6 +378,7 @@ impl IsolationForest {
             n_features,
             sample_size: psi.min(rows.len()).max(2),
             trees: out,
+            complete: OnceLock::new(),
         })
     }
 
@@ -233,7 +404,20 @@ impl IsolationForest {
     }
 
     /// Anomaly score of `x` in (0, 1]. Rows of the wrong length score 1 (maximally unusual).
+    /// The forest must be valid ([`validate`](Self::validate)), as served models are.
     pub fn score(&self, x: &[f64]) -> f64 {
+        if x.len() != self.n_features || self.trees.is_empty() {
+            return 1.0;
+        }
+        let complete = self.complete.get_or_init(|| Complete::new(self).map(Box::new));
+        match complete.as_deref().and_then(|c| c.sum(x)) {
+            Some(sum) => self.score_of_sum(sum),
+            None => self.score_preorder(x),
+        }
+    }
+
+    /// [`score`](Self::score) by walking the stored trees (the reference layout).
+    pub fn score_preorder(&self, x: &[f64]) -> f64 {
         if x.len() != self.n_features || self.trees.is_empty() {
             return 1.0;
         }
@@ -241,8 +425,12 @@ impl IsolationForest {
         for t in &self.trees {
             sum += t.path_length(x).unwrap_or(0.0);
         }
+        self.score_of_sum(sum)
+    }
+
+    fn score_of_sum(&self, sum: f64) -> f64 {
         let mean = sum / self.trees.len() as f64;
-        2f64.powf(-mean / c_factor(self.sample_size).max(1e-9))
+        2f64.powf(-mean / c_factor_cached(self.sample_size).max(1e-9))
     }
 }
 
@@ -266,6 +454,73 @@ mod tests {
         assert_eq!(f.score(&[1.0]), 1.0);
         let json = serde_json::to_string(&f).unwrap();
         assert_eq!(serde_json::from_str::<IsolationForest>(&json).unwrap(), f);
+    }
+
+    #[test]
+    fn the_complete_layout_scores_bit_for_bit_as_the_stored_trees() {
+        let mut rng = SplitMix64::new(11);
+        for (trees, psi, width) in [(1, 2, 1), (5, 16, 2), (32, 128, 9), (13, 256, 4), (8, 4096, 3)] {
+            let rows: Vec<Vec<f64>> = (0..3000)
+                .map(|i| {
+                    (0..width)
+                        .map(|j| if (i + j) % 7 == 0 { 1.0 } else { rng.next_f64() * 10.0 - 5.0 })
+                        .collect()
+                })
+                .collect();
+            let f = IsolationForest::fit(&rows, trees, psi, 3).unwrap();
+            f.validate().unwrap();
+            let complete = Complete::new(&f);
+            // Depth ceil(log2 4096) = 12 still fits; every forest here takes the new layout.
+            assert!(complete.is_some(), "{trees} trees of {psi}");
+            for n in 0..2000 {
+                let x: Vec<f64> = (0..width)
+                    .map(|j| match (n + j) % 11 {
+                        0 => f64::NAN,
+                        1 => 1.0,
+                        2 => rows[n % rows.len()][j],
+                        _ => rng.next_f64() * 14.0 - 7.0,
+                    })
+                    .collect();
+                assert_eq!(
+                    f.score(&x).to_bits(),
+                    f.score_preorder(&x).to_bits(),
+                    "{trees} trees, psi {psi}, x {x:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_forest_too_deep_for_the_complete_layout_is_scored_by_its_stored_trees() {
+        // A chain of 14 splits on feature 0: the deepest leaf is 14 deep.
+        let n = 14;
+        let mut t = Tree {
+            feature: Vec::new(),
+            value: Vec::new(),
+            right: Vec::new(),
+        };
+        for i in 0..n {
+            t.feature.push(0);
+            t.value.push(-(i as f32));
+            t.right.push((2 * n - i) as u32);
+        }
+        for _ in 0..=n {
+            t.feature.push(-1);
+            t.value.push(3.0);
+            t.right.push(0);
+        }
+        let f = IsolationForest {
+            n_features: 1,
+            sample_size: 64,
+            trees: vec![t],
+            complete: OnceLock::new(),
+        };
+        f.validate().unwrap();
+        assert!(Complete::new(&f).is_none());
+        for x in [-20.0, -13.5, -3.5, 0.5, f64::NAN] {
+            assert_eq!(f.score(&[x]).to_bits(), f.score_preorder(&[x]).to_bits());
+        }
+        assert!(f.score(&[-20.0]) < f.score(&[0.5]), "the deep leaf is the ordinary one");
     }
 
     #[test]

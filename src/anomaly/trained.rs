@@ -167,16 +167,12 @@ pub struct RobustStats {
 
 impl RobustStats {
     /// Robust z-scores of `e` (missing values at the median, i.e. 0), clipped to +-50.
-    pub fn normalise(&self, e: &Evidence) -> Vec<f64> {
-        (0..N_EVIDENCE)
-            .map(|i| {
-                if e.present[i] {
-                    ((e.values[i] - self.median[i]) / self.scale[i]).clamp(-50.0, 50.0)
-                } else {
-                    0.0
-                }
-            })
-            .collect()
+    /// Statistics of the wrong length (refused by [`AnomalyModel::validate`]) count as missing.
+    pub fn normalise(&self, e: &Evidence) -> [f64; N_EVIDENCE] {
+        std::array::from_fn(|i| match (e.present[i], self.median.get(i), self.scale.get(i)) {
+            (true, Some(m), Some(s)) => ((e.values[i] - m) / s).clamp(-50.0, 50.0),
+            _ => 0.0,
+        })
     }
 }
 

@@ -58,7 +58,7 @@ pub struct ForecastOutput {
 /// logarithm and square root cost about 2 % of a forecast.
 pub fn normal_quantile_cached(p: f64) -> f64 {
     thread_local! {
-        static LAST: std::cell::Cell<(u64, f64)> = std::cell::Cell::new((0.5f64.to_bits(), 0.0));
+        static LAST: std::cell::Cell<(u64, f64)> = const { std::cell::Cell::new((0.5f64.to_bits(), 0.0)) };
     }
     LAST.with(|last| {
         let (bits, z) = last.get();

@@ -147,7 +147,7 @@ pub fn train_anomaly(o: &TrainOptions) -> Result<TrainOutcome, TrainError> {
     let pooled = robust_stats(&train);
     let stats_of = |s: &str| stations.get(s).unwrap_or(&pooled);
     let forest = if spec.model == ROBUST_IFOREST {
-        let z: Vec<Vec<f64>> = train.iter().map(|r| stats_of(&r.station).normalise(&r.evidence)).collect();
+        let z: Vec<Vec<f64>> = train.iter().map(|r| stats_of(&r.station).normalise(&r.evidence).to_vec()).collect();
         Some(IsolationForest::fit(&z, spec.trees, spec.sample_size, spec.seed).map_err(|e| TrainError::NotEnoughData(e.to_string()))?)
     } else {
         None
