@@ -21,6 +21,9 @@ pub struct Metrics {
     pub dlq_acked: AtomicU64,
     /// Predictions flagged as anomalous.
     pub anomalies: AtomicU64,
+    /// Forecasts made by a trained model (the others by the statistical fallback, for want of a
+    /// served model, of the station's climatology or of an accepted origin temperature).
+    pub forecasts_trained: AtomicU64,
     /// Deliveries that failed and were re-queued.
     pub delivery_retries: AtomicU64,
     /// Consumer errors seen.
@@ -87,6 +90,8 @@ pub struct Snapshot {
     pub dlq_acked: u64,
     /// See [`Metrics::anomalies`].
     pub anomalies: u64,
+    /// See [`Metrics::forecasts_trained`].
+    pub forecasts_trained: u64,
     /// See [`Metrics::delivery_retries`].
     pub delivery_retries: u64,
     /// See [`Metrics::source_errors`].
@@ -108,6 +113,7 @@ impl Metrics {
             predictions_acked: r(&self.predictions_acked),
             dlq_acked: r(&self.dlq_acked),
             anomalies: r(&self.anomalies),
+            forecasts_trained: r(&self.forecasts_trained),
             delivery_retries: r(&self.delivery_retries),
             source_errors: r(&self.source_errors),
             dedup_skipped: r(&self.dedup_skipped),

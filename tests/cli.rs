@@ -242,11 +242,19 @@ fn bench_runs_the_engine_e2e_and_latency_parts_against_the_real_broker() {
         "passthrough",
         "weatherflow",
         "weatherflow+checkpoints",
+        "weatherflow+models",
         "consume-only",
         "produce-only",
     ] {
         let run = e2e.iter().find(|r| r["job"] == job).unwrap_or_else(|| panic!("{job}: {report}"));
         assert_eq!(run["records"], 3000, "{run}");
+        // Only the job serving --models forecasts with the trained forecaster (every generated
+        // station has its climatology; a station's first records have no history yet).
+        let trained = run["forecasts_trained"].as_u64().unwrap();
+        match job {
+            "weatherflow+models" => assert!(trained >= 2700, "{run}"),
+            _ => assert_eq!(trained, 0, "{run}"),
+        }
         assert!(run["cpu"]["minor_faults"].as_u64().is_some(), "{run}");
         assert!(run["cpu"]["self_cpu_s"].as_f64().unwrap() > 0.0, "{run}");
     }
@@ -256,6 +264,8 @@ fn bench_runs_the_engine_e2e_and_latency_parts_against_the_real_broker() {
         "end-to-end without checkpoints / passthrough",
         "end-to-end without checkpoints, by CPU per record",
         "end-to-end with checkpoints, by CPU per record",
+        "end-to-end trained, checkpoints / passthrough",
+        "end-to-end trained, checkpoints, by CPU per record",
     ] {
         let t = targets
             .iter()

@@ -46,7 +46,8 @@ use crate::runner;
 /// One timed run through the broker.
 #[derive(Clone, Debug, Serialize)]
 pub struct BrokerRun {
-    /// What ran: `passthrough`, `weatherflow`, `weatherflow+checkpoints`, `consume-only`, `produce-only`.
+    /// What ran: `passthrough`, `weatherflow`, `weatherflow+checkpoints`, `weatherflow+models`
+    /// (checkpoints on, trained models served), `consume-only`, `produce-only`.
     pub job: String,
     /// Records.
     pub records: u64,
@@ -70,6 +71,8 @@ pub struct BrokerRun {
     pub checkpoint_write_s: f64,
     /// Slowest checkpoint write (upper bound of its histogram bucket), s.
     pub checkpoint_write_max_s: f64,
+    /// Forecasts a trained model made (weatherflow jobs; the others are the fallback's).
+    pub forecasts_trained: u64,
 }
 
 impl BrokerRun {
@@ -345,6 +348,7 @@ pub fn passthrough(s: &Settings, input: &str, output: &str, outputs: &Arc<Output
         cpu: meter.stop(),
         checkpoint_write_s: 0.0,
         checkpoint_write_max_s: 0.0,
+        forecasts_trained: 0,
     })
 }
 
@@ -426,8 +430,8 @@ fn pass_thread(
 }
 
 /// Runs weatherflow in this process on settings `s` (with `stop_at_end`) over a pre-filled input
-/// of `expected` records.
-pub fn weatherflow(s: &Settings, expected: u64) -> Result<BrokerRun, String> {
+/// of `expected` records; `job` names the run in the report.
+pub fn weatherflow(s: &Settings, expected: u64, job: &str) -> Result<BrokerRun, String> {
     let metrics = Arc::new(Metrics::default());
     let shutdown = Arc::new(AtomicBool::new(false));
     let wall = Instant::now();
@@ -465,12 +469,7 @@ pub fn weatherflow(s: &Settings, expected: u64) -> Result<BrokerRun, String> {
     let last = progress.done_at().unwrap_or_else(Instant::now);
     let seconds = first.map(|f| (last - f).as_secs_f64()).unwrap_or(f64::NAN);
     Ok(BrokerRun {
-        job: if s.checkpoint.enabled {
-            "weatherflow+checkpoints"
-        } else {
-            "weatherflow"
-        }
-        .into(),
+        job: job.into(),
         records: expected,
         seconds,
         rate: expected as f64 / seconds,
@@ -481,6 +480,7 @@ pub fn weatherflow(s: &Settings, expected: u64) -> Result<BrokerRun, String> {
         cpu: meter.stop(),
         checkpoint_write_s: writes.sum,
         checkpoint_write_max_s: writes.quantile(1.0).unwrap_or(0.0),
+        forecasts_trained: snap.forecasts_trained,
     })
 }
 
@@ -524,6 +524,7 @@ pub fn consume_only(s: &Settings, topic: &str, partitions: usize) -> Result<Brok
         cpu: meter.stop(),
         checkpoint_write_s: 0.0,
         checkpoint_write_max_s: 0.0,
+        forecasts_trained: 0,
     })
 }
 
@@ -575,5 +576,6 @@ pub fn produce_only(s: &Settings, data: &Dataset, outputs: &Outputs, topic: &str
         cpu: meter.stop(),
         checkpoint_write_s: 0.0,
         checkpoint_write_max_s: 0.0,
+        forecasts_trained: 0,
     })
 }

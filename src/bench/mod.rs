@@ -119,11 +119,12 @@ pub struct BenchArgs {
     /// Records per end-to-end run.
     #[arg(long, default_value_t = 100_000)]
     pub e2e_records: usize,
-    /// Jobs of the e2e part, comma-separated.
+    /// Jobs of the e2e part, comma-separated (`weatherflow+models`: checkpoints on, serving
+    /// the trained models of `--models`; skipped without it).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "passthrough,weatherflow,weatherflow+checkpoints,baselines"
+        default_value = "passthrough,weatherflow,weatherflow+checkpoints,weatherflow+models,baselines"
     )]
     pub e2e_jobs: Vec<String>,
     /// Workers of the end-to-end and latency runs (and threads of the passthrough job).
@@ -452,11 +453,20 @@ fn e2e_part(base: &BaseSeries, a: &BenchArgs, work: &std::path::Path, repeats: u
     let outputs_compression = settings.producer_options().get("compression.type").cloned().unwrap_or_default();
     section.compression = (a.input_compression.clone(), outputs_compression);
     section.prefill_seconds = broker::prefill(&a.brokers, &upstream, &input, &data).map_err(&err)?;
+    // The trained models, with the forecaster's climatology given to every generated station
+    // (as the engine-only runs serve them).
+    let served = match &a.models {
+        Some(d) if a.e2e_jobs.iter().any(|j| j == "weatherflow+models") => {
+            Some(store::for_generated_stations(d, base, a.stations, work).map_err(|e| err(e.to_string()))?)
+        }
+        _ => None,
+    };
     let result = (|| -> Result<(), String> {
         for rep in 0..repeats {
-            let mut jobs: Vec<&str> = ["passthrough", "weatherflow", "weatherflow+checkpoints"]
+            let mut jobs: Vec<&str> = ["passthrough", "weatherflow", "weatherflow+checkpoints", "weatherflow+models"]
                 .into_iter()
                 .filter(|j| a.e2e_jobs.iter().any(|x| x == j))
+                .filter(|j| *j != "weatherflow+models" || served.is_some())
                 .collect();
             let n = jobs.len().max(1);
             jobs.rotate_left(rep % n);
@@ -470,8 +480,11 @@ fn e2e_part(base: &BaseSeries, a: &BenchArgs, work: &std::path::Path, repeats: u
                         r?
                     }
                     _ => {
-                        let s = spec(job != "weatherflow");
-                        let r = broker::weatherflow(&s.settings()?, data.records as u64);
+                        let mut s = spec(job != "weatherflow");
+                        if let (true, Some(d)) = (job == "weatherflow+models", &served) {
+                            s.models_dir = d.clone();
+                        }
+                        let r = broker::weatherflow(&s.settings()?, data.records as u64, job);
                         broker::delete_topics(&a.brokers, &[&s.predictions, &s.dlq]);
                         let _ = std::fs::remove_dir_all(&s.checkpoint_dir);
                         r?
@@ -490,6 +503,9 @@ fn e2e_part(base: &BaseSeries, a: &BenchArgs, work: &std::path::Path, repeats: u
         Ok(())
     })();
     broker::delete_topics(&a.brokers, &[&input]);
+    if let Some(d) = &served {
+        let _ = std::fs::remove_dir_all(d);
+    }
     result.map_err(err)?;
     Ok(section)
 }

@@ -326,6 +326,15 @@ impl Report {
             pass_cpu / cpu("weatherflow"),
             |x| x >= 0.8,
         );
+        // And with the trained models served (the engine-only targets name both).
+        let wfm = self.e2e.as_ref().map_or(f64::NAN, |e| e.median("weatherflow+models"));
+        push("end-to-end trained, checkpoints / passthrough", ">= 0.8", wfm / pass, |x| x >= 0.8);
+        push(
+            "end-to-end trained, checkpoints, by CPU per record",
+            ">= 0.8",
+            pass_cpu / cpu("weatherflow+models"),
+            |x| x >= 0.8,
+        );
         // The steady-state rates (10-90 % acknowledged) are printed with the e2e runs but not
         // judged: acknowledgements arrive in bursts (epochs, checkpoint gating), so that window
         // can be shorter than the work in it and its ratio exceed 1.
@@ -486,6 +495,7 @@ impl Report {
                 "passthrough",
                 "weatherflow",
                 "weatherflow+checkpoints",
+                "weatherflow+models",
                 "consume-only",
                 "produce-only",
             ] {
@@ -508,6 +518,14 @@ impl Report {
                     med(|r| r.cpu.minor_faults as f64 / r.records as f64),
                     med(|r| r.cpu.broker_cores),
                     med(|r| r.cpu.others_cores - r.cpu.broker_cores.max(0.0))
+                );
+            }
+            for r in e.runs.iter().filter(|r| r.job == "weatherflow+models") {
+                let _ = writeln!(
+                    o,
+                    "   {:.0} rec/s with the trained models: {:.0} % of the forecasts made by the trained forecaster",
+                    r.rate,
+                    r.forecasts_trained as f64 * 100.0 / r.records.max(1) as f64
                 );
             }
             let (wf, wfc) = (e.median("weatherflow"), e.median("weatherflow+checkpoints"));

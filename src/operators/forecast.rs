@@ -253,8 +253,14 @@ impl<'s> ForecastTemperature<'s> for StreamVec<'s, u64, Accepted> {
                     serving.anomaly = anomaly_watch.poll(now).cloned();
                 }
                 let f = state.observe_with(e.record, interval, &serving);
-                if matches!(f, Forecasted::Stale(_)) {
-                    metrics.rejected_stale.fetch_add(1, Ordering::Relaxed);
+                match &f {
+                    Forecasted::Stale(_) => {
+                        metrics.rejected_stale.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Forecasted::Made(m) if m.model != fallback::NAME => {
+                        metrics.forecasts_trained.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Forecasted::Made(_) => {}
                 }
                 out.push(f);
             },

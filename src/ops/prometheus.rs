@@ -154,6 +154,11 @@ fn stage_counters<'m>(stage: &str, m: &'m Metrics) -> Vec<(&'static str, &'stati
             ("dlq_acked", "Dead letters acknowledged by the broker.", &m.dlq_acked),
             ("anomalies", "Predictions flagged as anomalous.", &m.anomalies),
             (
+                "forecasts_trained",
+                "Forecasts made by a trained model (the others by the statistical fallback).",
+                &m.forecasts_trained,
+            ),
+            (
                 "dedup_skipped",
                 "Outputs not produced again after a restart (already published).",
                 &m.dedup_skipped,
