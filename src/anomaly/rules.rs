@@ -100,6 +100,13 @@ impl Default for AnomalyParams {
     }
 }
 
+impl AnomalyParams {
+    /// True for the defaults, which a station's checkpointed state leaves out.
+    pub fn is_default(&self) -> bool {
+        *self == AnomalyParams::default()
+    }
+}
+
 /// EWMA of a value and of its absolute deviation (robust spread).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 struct Running {
@@ -125,6 +132,9 @@ impl Running {
 /// Per-station anomaly state (a few hundred bytes, no heap).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StationAnomaly {
+    /// Left out of checkpoints when they are the defaults, restored as the defaults when
+    /// absent (as [`crate::forecast::FallbackForecaster`]'s parameters).
+    #[serde(default, skip_serializing_if = "AnomalyParams::is_default")]
     params: AnomalyParams,
     pressure: Running,
     /// Last plausible pressure: (hour index, hPa).
@@ -343,6 +353,24 @@ mod tests {
             assert!(out.reasons.is_empty());
         }
         a
+    }
+
+    #[test]
+    fn default_parameters_stay_out_of_checkpoints_and_old_checkpoints_still_restore() {
+        let a = warmed();
+        let json = serde_json::to_string(&a).unwrap();
+        assert!(!json.contains("params"), "{json}");
+        assert_eq!(serde_json::from_str::<StationAnomaly>(&json).unwrap(), a);
+        let mut old: serde_json::Value = serde_json::from_str(&json).unwrap();
+        old["params"] = serde_json::to_value(AnomalyParams::default()).unwrap();
+        assert_eq!(serde_json::from_value::<StationAnomaly>(old).unwrap(), a);
+        let custom = StationAnomaly::new(&AnomalyParams {
+            spike_sigma: 4.0,
+            ..AnomalyParams::default()
+        });
+        let json = serde_json::to_string(&custom).unwrap();
+        assert!(json.contains("\"spike_sigma\":4.0"), "{json}");
+        assert_eq!(serde_json::from_str::<StationAnomaly>(&json).unwrap(), custom);
     }
 
     #[test]

@@ -140,6 +140,11 @@ impl Default for FallbackParams {
 }
 
 impl FallbackParams {
+    /// True for the defaults, which a station's checkpointed state leaves out.
+    pub fn is_default(&self) -> bool {
+        *self == FallbackParams::default()
+    }
+
     /// Copy with every value forced into its valid range (non-finite values take the default).
     fn sanitised(&self) -> FallbackParams {
         let d = FallbackParams::default();
@@ -178,6 +183,11 @@ struct Suspect {
 /// Per-station state of the fallback forecaster (792 bytes on 64-bit targets, no heap).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FallbackForecaster {
+    /// Left out of checkpoints when they are the defaults (as every deployment's are: a third
+    /// of a station's checkpointed state was these eleven numbers), restored as the defaults
+    /// when absent. States are written as JSON only, never exchanged through timely's bincode
+    /// (which could not tell a missing field).
+    #[serde(default, skip_serializing_if = "FallbackParams::is_default")]
     params: FallbackParams,
     /// Hour index (hours since the epoch) of the last record seen, usable or not.
     last_hour: Option<i64>,
@@ -592,6 +602,31 @@ mod tests {
 
     fn widths(out: &ForecastOutput) -> Vec<f64> {
         out.points.iter().map(|p| p.upper.unwrap() - p.lower.unwrap()).collect()
+    }
+
+    #[test]
+    fn default_parameters_stay_out_of_checkpoints_and_old_checkpoints_still_restore() {
+        assert_eq!(FallbackParams::default().sanitised(), FallbackParams::default());
+        let mut f = FallbackForecaster::new(&FallbackParams::default());
+        for h in 0..30 {
+            f.observe(&rec(h, Some(10.0 + (h % 24) as f64 / 3.0)), 0.9);
+        }
+        let json = serde_json::to_string(&f).unwrap();
+        assert!(!json.contains("params"), "{json}");
+        assert_eq!(serde_json::from_str::<FallbackForecaster>(&json).unwrap(), f);
+        // A checkpoint written before the parameters were left out restores to the same state.
+        let mut old: serde_json::Value = serde_json::from_str(&json).unwrap();
+        old["params"] = serde_json::to_value(FallbackParams::default()).unwrap();
+        assert_eq!(serde_json::from_value::<FallbackForecaster>(old).unwrap(), f);
+        // Other parameters are kept.
+        let custom = FallbackParams {
+            outlier_sigma: 5.0,
+            ..FallbackParams::default()
+        };
+        let g = FallbackForecaster::new(&custom);
+        let json = serde_json::to_string(&g).unwrap();
+        assert!(json.contains("\"outlier_sigma\":5.0"), "{json}");
+        assert_eq!(serde_json::from_str::<FallbackForecaster>(&json).unwrap(), g);
     }
 
     #[test]
