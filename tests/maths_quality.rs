@@ -9,8 +9,10 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use weatherflow::anomaly::{AnomalyParams, StationAnomaly};
+use weatherflow::anomaly::rules::Rules;
+use weatherflow::anomaly::StationAnomaly;
 use weatherflow::contract::{Anomaly, FeatureRecord, LEADS};
+use weatherflow::forecast::fallback::Tuning;
 use weatherflow::forecast::{FallbackForecaster, FallbackParams, ForecastOutput};
 
 const INTERVAL: f64 = 0.9;
@@ -47,6 +49,8 @@ struct Station {
 /// checkpoint round trip (it must restore equal and keep working). Returns accepted records.
 fn drive(records: &[FeatureRecord], mut sink: impl FnMut(&FeatureRecord, &ForecastOutput, &Anomaly)) -> usize {
     let mut stations: BTreeMap<String, Station> = BTreeMap::new();
+    let tuning = Tuning::new(&FallbackParams::default(), INTERVAL);
+    let rules = Rules::default();
     let mut accepted = 0;
     for (i, rec) in records.iter().enumerate() {
         if i == records.len() / 2 {
@@ -63,7 +67,7 @@ fn drive(records: &[FeatureRecord], mut sink: impl FnMut(&FeatureRecord, &Foreca
         }
         let st = stations.entry(rec.station_id.clone()).or_insert_with(|| Station {
             forecaster: FallbackForecaster::new(&FallbackParams::default()),
-            anomaly: StationAnomaly::new(&AnomalyParams::default()),
+            anomaly: StationAnomaly::new(),
             last: None,
         });
         if st.last.is_some_and(|last| rec.window_end <= last) {
@@ -71,8 +75,8 @@ fn drive(records: &[FeatureRecord], mut sink: impl FnMut(&FeatureRecord, &Foreca
         }
         st.last = Some(rec.window_end);
         accepted += 1;
-        let out = st.forecaster.observe(rec, INTERVAL);
-        let anomaly = st.anomaly.assess(rec, out.expected);
+        let out = st.forecaster.observe(&tuning, rec);
+        let anomaly = st.anomaly.assess(&rules, rec, out.expected);
         assert_eq!(out.points.len(), LEADS);
         assert!((0.0..=1.0).contains(&anomaly.score), "score {} out of [0, 1]", anomaly.score);
         assert_eq!(anomaly.is_anomaly, anomaly.score >= 0.5);

@@ -8,8 +8,9 @@ use std::sync::{mpsc, Arc, Mutex};
 
 use timely::dataflow::operators::capture::Event;
 use timely::dataflow::operators::{Capture, Input, Probe, ToStream};
-use weatherflow::anomaly::rules::{AnomalyParams, StationAnomaly};
+use weatherflow::anomaly::rules::{AnomalyParams, Rules, StationAnomaly};
 use weatherflow::contract::{FeatureRecord, Prediction, SourcePosition};
+use weatherflow::forecast::fallback::Tuning;
 use weatherflow::kafka::{InputMessage, OutTopic};
 use weatherflow::metrics::Metrics;
 use weatherflow::operators::forecast::{ForecastParams, StationForecastState};
@@ -52,6 +53,7 @@ fn sequential(records: &[Accepted]) -> Vec<(SourcePosition, Option<Prediction>)>
         fallback: Default::default(),
         models: Default::default(),
     };
+    let tuning = Tuning::new(&params.fallback, params.interval);
     let mut sorted = records.to_vec();
     sorted.sort_by_key(|a| (a.source.partition, a.source.offset));
     let mut f: HashMap<String, StationForecastState> = HashMap::new();
@@ -63,14 +65,11 @@ fn sequential(records: &[Accepted]) -> Vec<(SourcePosition, Option<Prediction>)>
         match f
             .entry(station.clone())
             .or_insert_with(|| StationForecastState::new(&params))
-            .observe(r, 0.9)
+            .observe(r, &tuning)
         {
             Forecasted::Stale(_) => out.push((pos, None)),
             Forecasted::Made(m) => {
-                let anomaly = a
-                    .entry(station)
-                    .or_insert_with(|| StationAnomaly::new(&AnomalyParams::default()))
-                    .assess(&m.record, m.expected);
+                let anomaly = a.entry(station).or_default().assess(&Rules::default(), &m.record, m.expected);
                 out.push((
                     pos,
                     Some(Prediction {

@@ -100,13 +100,6 @@ impl Default for AnomalyParams {
     }
 }
 
-impl AnomalyParams {
-    /// True for the defaults, which a station's checkpointed state leaves out.
-    pub fn is_default(&self) -> bool {
-        *self == AnomalyParams::default()
-    }
-}
-
 /// EWMA of a value and of its absolute deviation (robust spread).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 struct Running {
@@ -129,13 +122,11 @@ impl Running {
     }
 }
 
-/// Per-station anomaly state (a few hundred bytes, no heap).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// Per-station anomaly state (72 bytes, no heap). The thresholds are configuration
+/// ([`Rules`]), not state: checkpoints written while states carried a copy restore with it
+/// ignored.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct StationAnomaly {
-    /// Left out of checkpoints when they are the defaults, restored as the defaults when
-    /// absent (as [`crate::forecast::FallbackForecaster`]'s parameters).
-    #[serde(default, skip_serializing_if = "AnomalyParams::is_default")]
-    params: AnomalyParams,
     pressure: Running,
     /// Last plausible pressure: (hour index, hPa).
     last_pressure: Option<(i64, f64)>,
@@ -159,9 +150,16 @@ fn positive(v: f64, default: f64) -> f64 {
     }
 }
 
-impl StationAnomaly {
-    /// Fresh state for one station.
-    pub fn new(params: &AnomalyParams) -> Self {
+/// The rules' thresholds, resolved once per operator: every rate and threshold positive and
+/// finite (others take the default), the rates at most 1.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Rules {
+    params: AnomalyParams,
+}
+
+impl Rules {
+    /// Resolves `params`.
+    pub fn new(params: &AnomalyParams) -> Rules {
         let d = AnomalyParams::default();
         let p = AnomalyParams {
             spike_sigma: positive(params.spike_sigma, d.spike_sigma),
@@ -176,19 +174,26 @@ impl StationAnomaly {
             precip_extreme_mm_per_h: positive(params.precip_extreme_mm_per_h, d.precip_extreme_mm_per_h),
             ..params.clone()
         };
-        StationAnomaly {
-            params: p,
-            pressure: Running::default(),
-            last_pressure: None,
-            temperature_std: Running::default(),
-        }
+        Rules { params: p }
+    }
+
+    /// The thresholds, in their valid ranges.
+    pub fn params(&self) -> &AnomalyParams {
+        &self.params
+    }
+}
+
+impl StationAnomaly {
+    /// Fresh state for one station.
+    pub fn new() -> Self {
+        StationAnomaly::default()
     }
 
     /// Assesses the station's next record (arrival order), given the forecaster's expectation for
     /// its window (computed before the forecaster saw the record), and learns from it.
     /// Allocates only for the reasons of a flagged record. Never panics.
-    pub fn assess(&mut self, rec: &FeatureRecord, expected: Option<Expectation>) -> Anomaly {
-        let p = &self.params;
+    pub fn assess(&mut self, rules: &Rules, rec: &FeatureRecord, expected: Option<Expectation>) -> Anomaly {
+        let p = &rules.params;
         let hour = rec.hour_index();
         let issues = qc::implausible(rec);
         let mut score: f64 = if issues.is_empty() { 0.0 } else { 1.0 };
@@ -292,7 +297,7 @@ impl StationAnomaly {
         // Learn (plausible values only, clipped residuals).
         if let Some(v) = pressure {
             let clip = 4.0 * spread;
-            let alpha = self.params.pressure_alpha;
+            let alpha = p.pressure_alpha;
             self.pressure.update(v, alpha, clip);
             self.last_pressure = Some((hour, v));
         }
@@ -300,9 +305,9 @@ impl StationAnomaly {
             let clip = if self.temperature_std.n == 0 {
                 f64::INFINITY
             } else {
-                (2.0 * typical).max(self.params.std_min_c)
+                (2.0 * typical).max(p.std_min_c)
             };
-            let alpha = self.params.std_alpha;
+            let alpha = p.std_alpha;
             self.temperature_std.update(s, alpha, clip);
         }
         Anomaly {
@@ -346,9 +351,9 @@ mod tests {
     }
 
     fn warmed() -> StationAnomaly {
-        let mut a = StationAnomaly::new(&AnomalyParams::default());
+        let mut a = StationAnomaly::new();
         for h in 0..200 {
-            let out = a.assess(&rec(h), expect(15.0, 0.8));
+            let out = a.assess(&Rules::default(), &rec(h), expect(15.0, 0.8));
             assert!(!out.is_anomaly, "hour {h}: {out:?}");
             assert!(out.reasons.is_empty());
         }
@@ -356,43 +361,49 @@ mod tests {
     }
 
     #[test]
-    fn default_parameters_stay_out_of_checkpoints_and_old_checkpoints_still_restore() {
+    fn thresholds_are_configuration_not_state_and_old_checkpoints_still_restore() {
         let a = warmed();
         let json = serde_json::to_string(&a).unwrap();
-        assert!(!json.contains("params"), "{json}");
+        assert!(!json.contains("params") && !json.contains("spike_sigma"), "{json}");
         assert_eq!(serde_json::from_str::<StationAnomaly>(&json).unwrap(), a);
+        // A checkpoint written while states carried their thresholds restores to the same state.
         let mut old: serde_json::Value = serde_json::from_str(&json).unwrap();
         old["params"] = serde_json::to_value(AnomalyParams::default()).unwrap();
         assert_eq!(serde_json::from_value::<StationAnomaly>(old).unwrap(), a);
-        let custom = StationAnomaly::new(&AnomalyParams {
-            spike_sigma: 4.0,
+        // The same state judges by the thresholds it is given: a 3.5 degC miss at sigma 0.8 is
+        // under the default spike thresholds (6 sigma = 4.8 degC, at least 4 degC) and over
+        // 2 sigma, at least 2 degC.
+        let strict = Rules::new(&AnomalyParams {
+            spike_sigma: 2.0,
+            spike_min_c: 2.0,
             ..AnomalyParams::default()
         });
-        let json = serde_json::to_string(&custom).unwrap();
-        assert!(json.contains("\"spike_sigma\":4.0"), "{json}");
-        assert_eq!(serde_json::from_str::<StationAnomaly>(&json).unwrap(), custom);
+        let r = rec(200);
+        let (mut x, mut y) = (a.clone(), a);
+        assert!(!x.assess(&Rules::default(), &r, expect(18.5, 0.8)).is_anomaly);
+        assert!(y.assess(&strict, &r, expect(18.5, 0.8)).is_anomaly);
     }
 
     #[test]
     fn first_record_and_saturated_station_level_readings_are_quiet() {
-        let mut a = StationAnomaly::new(&AnomalyParams::default());
-        let out = a.assess(&rec(0), None);
+        let mut a = StationAnomaly::new();
+        let out = a.assess(&Rules::default(), &rec(0), None);
         assert_eq!(out, Anomaly::default());
         // 955 hPa station pressure and 100.5 % humidity for 200 h: the old fixed rules fired on all.
         let mut a = warmed();
         let mut r = rec(200);
         r.humidity_mean = Some(103.0);
-        assert!(!a.assess(&r, expect(15.0, 0.8)).is_anomaly);
+        assert!(!a.assess(&Rules::default(), &r, expect(15.0, 0.8)).is_anomaly);
     }
 
     #[test]
     fn implausible_values_score_one_with_reasons() {
-        let mut a = StationAnomaly::new(&AnomalyParams::default());
+        let mut a = StationAnomaly::new();
         let mut r = rec(0);
         r.wind_speed_mean = Some(468.66);
         r.wind_speed_max = Some(468.66);
         r.humidity_mean = Some(130.0);
-        let out = a.assess(&r, None);
+        let out = a.assess(&Rules::default(), &r, None);
         assert_eq!(out.score, 1.0);
         assert!(out.is_anomaly);
         assert_eq!(out.reasons.len(), 3, "{:?}", out.reasons);
@@ -402,21 +413,24 @@ mod tests {
 
     #[test]
     fn temperature_spike_against_the_expectation() {
-        let mut a = StationAnomaly::new(&AnomalyParams::default());
+        let mut a = StationAnomaly::new();
         let mut r = rec(0);
         r.temperature_mean = Some(-10.5);
         r.temperature_min = Some(-10.5);
         r.temperature_max = Some(-10.5);
-        let out = a.assess(&r, expect(13.9, 0.8));
+        let out = a.assess(&Rules::default(), &r, expect(13.9, 0.8));
         assert!(out.is_anomaly && out.score == 1.0);
         assert!(
             out.reasons[0].contains("temperature spike") && out.reasons[0].contains("below"),
             "{:?}",
             out.reasons
         );
-        assert!(!a.assess(&r, None).is_anomaly, "quiet without an expectation");
-        assert!(!a.assess(&r, expect(-7.0, 0.5)).is_anomaly, "3.5 degC is below the 4 degC floor");
-        let out = a.assess(&r, expect(-5.0, 1.0));
+        assert!(!a.assess(&Rules::default(), &r, None).is_anomaly, "quiet without an expectation");
+        assert!(
+            !a.assess(&Rules::default(), &r, expect(-7.0, 0.5)).is_anomaly,
+            "3.5 degC is below the 4 degC floor"
+        );
+        let out = a.assess(&Rules::default(), &r, expect(-5.0, 1.0));
         assert!(
             !out.is_anomaly && out.score > 0.0,
             "5.5 sigma: some evidence, no flag ({})",
@@ -426,14 +440,14 @@ mod tests {
 
     #[test]
     fn station_aware_pressure_level_and_tendency() {
-        let mut a = StationAnomaly::new(&AnomalyParams::default());
+        let mut a = StationAnomaly::new();
         let mut r = rec(0);
         r.pressure_mean = Some(900.0);
-        assert!(!a.assess(&r, None).is_anomaly, "quiet before warm-up");
+        assert!(!a.assess(&Rules::default(), &r, None).is_anomaly, "quiet before warm-up");
         let mut a = warmed();
         let mut r = rec(200);
         r.pressure_mean = Some(975.0); // 20 hPa off the station's 956.5, and 18+ hPa in an hour
-        let out = a.assess(&r, expect(15.0, 0.8));
+        let out = a.assess(&Rules::default(), &r, expect(15.0, 0.8));
         assert!(out.is_anomaly);
         assert!(
             out.reasons.iter().any(|x| x.contains("sigma above the station's running mean")),
@@ -442,19 +456,19 @@ mod tests {
         );
         assert!(out.reasons.iter().any(|x| x.contains("hPa in 1 h")), "{:?}", out.reasons);
         // A sea-level station with winter highs: 1045 hPa is not an error.
-        let mut a = StationAnomaly::new(&AnomalyParams::default());
+        let mut a = StationAnomaly::new();
         for h in 0..300 {
             let mut r = rec(h);
             r.pressure_mean = Some(1015.0 + 8.0 * (h as f64 / 40.0).sin());
-            a.assess(&r, None);
+            a.assess(&Rules::default(), &r, None);
         }
         let mut r = rec(300);
         r.pressure_mean = Some(1026.0);
-        a.assess(&r, None);
+        a.assess(&Rules::default(), &r, None);
         for (h, p) in [(301, 1030.0), (302, 1034.0), (303, 1038.0), (304, 1042.0), (305, 1045.0)] {
             let mut r = rec(h);
             r.pressure_mean = Some(p);
-            assert!(!a.assess(&r, None).is_anomaly, "{p} hPa");
+            assert!(!a.assess(&Rules::default(), &r, None).is_anomaly, "{p} hPa");
         }
     }
 
@@ -465,24 +479,27 @@ mod tests {
         r.temperature_std = Some(2.5);
         r.temperature_min = Some(8.0);
         r.temperature_max = Some(19.0);
-        let out = a.assess(&r, expect(15.0, 0.8));
+        let out = a.assess(&Rules::default(), &r, expect(15.0, 0.8));
         assert!(
             out.is_anomaly && out.reasons[0].contains("temperature_std 2.50 degC"),
             "{:?}",
             out.reasons
         );
         r.count = 1;
-        assert!(!a.assess(&r, expect(15.0, 0.8)).is_anomaly, "one reading: std not judged");
+        assert!(
+            !a.assess(&Rules::default(), &r, expect(15.0, 0.8)).is_anomaly,
+            "one reading: std not judged"
+        );
         let mut r = rec(202);
         r.precipitation_sum = Some(60.0);
-        let out = a.assess(&r, expect(15.0, 0.8));
+        let out = a.assess(&Rules::default(), &r, expect(15.0, 0.8));
         assert!(
             out.is_anomaly && out.reasons[0].contains("extreme precipitation 60.0 mm"),
             "{:?}",
             out.reasons
         );
         r.window_start = Some(r.window_end - Duration::hours(6));
-        assert!(!a.assess(&r, expect(15.0, 0.8)).is_anomaly, "60 mm in 6 h");
+        assert!(!a.assess(&Rules::default(), &r, expect(15.0, 0.8)).is_anomaly, "60 mm in 6 h");
     }
 
     #[test]
@@ -490,15 +507,18 @@ mod tests {
         let size = std::mem::size_of::<StationAnomaly>();
         println!("size_of::<StationAnomaly>() = {size} bytes");
         assert!(size <= 1024);
-        let mut a = StationAnomaly::new(&AnomalyParams {
+        let rules = Rules::new(&AnomalyParams {
             spike_sigma: f64::NAN,
             pressure_alpha: -1.0,
             ..AnomalyParams::default()
         });
+        assert_eq!(rules, Rules::default(), "invalid thresholds take the defaults");
+        let mut a = StationAnomaly::new();
         let mut r = rec(0);
         r.temperature_mean = Some(f64::NAN);
         r.pressure_mean = Some(f64::INFINITY);
         let out = a.assess(
+            &rules,
             &r,
             Some(Expectation {
                 mean: f64::NAN,

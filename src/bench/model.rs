@@ -11,7 +11,8 @@
 
 use std::collections::HashMap;
 
-use crate::anomaly::rules::{AnomalyParams, StationAnomaly};
+use crate::anomaly::rules::{Rules, StationAnomaly};
+use crate::forecast::fallback::Tuning;
 use crate::models::serving::Serving;
 use crate::operators::forecast::{ForecastParams, StationForecastState};
 use crate::operators::{Accepted, Forecasted, Outcome};
@@ -19,7 +20,8 @@ use crate::operators::{Accepted, Forecasted, Outcome};
 /// Sequential per-station state and logic of the two stateful operators.
 pub struct Sequential {
     params: ForecastParams,
-    anomaly_params: AnomalyParams,
+    tuning: Tuning,
+    rules: Rules,
     serving: Serving,
     /// Forecast operator states by station.
     pub forecast: HashMap<String, StationForecastState>,
@@ -31,8 +33,9 @@ impl Sequential {
     /// Fresh states; statistical fallbacks (the models `serving` serves otherwise).
     pub fn new(params: ForecastParams, serving: Serving) -> Self {
         Sequential {
+            tuning: Tuning::new(&params.fallback, params.interval),
             params,
-            anomaly_params: AnomalyParams::default(),
+            rules: Rules::default(),
             serving,
             forecast: HashMap::new(),
             anomaly: HashMap::new(),
@@ -41,13 +44,12 @@ impl Sequential {
 
     /// `ForecastTemperature` for one record.
     pub fn forecast(&mut self, a: Accepted) -> Forecasted {
-        let interval = self.params.interval;
         if !self.forecast.contains_key(&a.record.station_id) {
             let fresh = StationForecastState::new(&self.params);
             self.forecast.insert(a.record.station_id.clone(), fresh);
         }
         match self.forecast.get_mut(&a.record.station_id) {
-            Some(state) => state.observe_with(a, interval, &self.serving),
+            Some(state) => state.observe_with(a, &self.tuning, &self.serving),
             None => unreachable!("inserted above"),
         }
     }
@@ -59,13 +61,13 @@ impl Sequential {
             Forecasted::Made(f) => f,
         };
         if !self.anomaly.contains_key(&f.record.station_id) {
-            let fresh = StationAnomaly::new(&self.anomaly_params);
+            let fresh = StationAnomaly::new();
             self.anomaly.insert(f.record.station_id.clone(), fresh);
         }
         let Some(state) = self.anomaly.get_mut(&f.record.station_id) else {
             unreachable!("inserted above")
         };
-        Outcome::Predicted(crate::operators::anomaly::complete(state, f, self.params.interval))
+        Outcome::Predicted(crate::operators::anomaly::complete(state, &self.rules, f, self.params.interval))
     }
 }
 

@@ -140,11 +140,6 @@ impl Default for FallbackParams {
 }
 
 impl FallbackParams {
-    /// True for the defaults, which a station's checkpointed state leaves out.
-    pub fn is_default(&self) -> bool {
-        *self == FallbackParams::default()
-    }
-
     /// Copy with every value forced into its valid range (non-finite values take the default).
     fn sanitised(&self) -> FallbackParams {
         let d = FallbackParams::default();
@@ -180,15 +175,9 @@ struct Suspect {
     run: u8,
 }
 
-/// Per-station state of the fallback forecaster (792 bytes on 64-bit targets, no heap).
+/// Per-station state of the fallback forecaster (704 bytes on 64-bit targets, no heap; its parameters are configuration, [`Tuning`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FallbackForecaster {
-    /// Left out of checkpoints when they are the defaults (as every deployment's are: a third
-    /// of a station's checkpointed state was these eleven numbers), restored as the defaults
-    /// when absent. States are written as JSON only, never exchanged through timely's bincode
-    /// (which could not tell a missing field).
-    #[serde(default, skip_serializing_if = "FallbackParams::is_default")]
-    params: FallbackParams,
     /// Hour index (hours since the epoch) of the last record seen, usable or not.
     last_hour: Option<i64>,
     /// Usable temperatures learned from (saturating).
@@ -210,29 +199,16 @@ pub struct FallbackForecaster {
     n_err: [u16; LEADS],
 }
 
-/// `phi.powi(k)` for `k < POWERS`, from a table this thread keeps for the last `phi` it saw (the
-/// same values: the table is filled with `powi`). A record asks for 25 powers, and `powi` is a
-/// call to a loop of multiplications.
+/// Powers of `phi` kept in a [`Tuning`]'s table (a record asks for 25, and `powi` is a call to a
+/// loop of multiplications).
 const POWERS: usize = 64;
 
-thread_local! {
-    static PHI_POWERS: std::cell::RefCell<(u64, [f64; POWERS])> = const { std::cell::RefCell::new((u64::MAX, [0.0; POWERS])) };
-}
-
-fn phi_pow(phi: f64, k: i64) -> f64 {
-    if k < 0 || k as usize >= POWERS {
-        return phi.powi(k.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32);
+/// `phi.powi(k)`, from `table` (filled with `powi`: the same values) for `0 <= k < POWERS`.
+fn phi_pow(phi: f64, table: &[f64; POWERS], k: i64) -> f64 {
+    match usize::try_from(k).ok().and_then(|k| table.get(k)) {
+        Some(v) => *v,
+        None => phi.powi(k.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32),
     }
-    PHI_POWERS.with(|cell| {
-        let mut t = cell.borrow_mut();
-        if t.0 != phi.to_bits() {
-            t.0 = phi.to_bits();
-            for (i, v) in t.1.iter_mut().enumerate() {
-                *v = phi.powi(i as i32);
-            }
-        }
-        t.1[k as usize]
-    })
 }
 
 fn hod(hour: i64) -> usize {
@@ -248,7 +224,7 @@ fn sanitise_interval(p: f64) -> f64 {
     }
 }
 
-/// The interval probability's constants, computed once per record (not once per lead).
+/// The interval probability's constants, computed once per configuration (not per record).
 #[derive(Clone, Copy, Debug)]
 struct Band {
     /// Upper quantile level `tau = (1 + p) / 2`.
@@ -269,6 +245,47 @@ impl Band {
             z,
             g: z * (std::f64::consts::PI / 2.0).sqrt(),
         }
+    }
+}
+
+/// The forecaster's configuration, resolved once per operator: its parameters forced into their
+/// valid ranges and the interval's constants. It is not part of a station's state: a station
+/// restored from a checkpoint runs with the configuration of the process that restores it
+/// (checkpoints written before this split carry a copy of the parameters, which is ignored).
+///
+/// ```text
+///   FallbackParams + interval ──Tuning::new──> Tuning ──&──> FallbackForecaster::observe (per record)
+/// ```
+#[derive(Clone, Debug)]
+pub struct Tuning {
+    params: FallbackParams,
+    interval: f64,
+    band: Band,
+    /// `phi^k` for `k < POWERS`.
+    powers: [f64; POWERS],
+}
+
+impl Tuning {
+    /// Resolves `params` and the interval probability `interval` (the central probability of
+    /// the `lower..upper` bounds, e.g. 0.9; clamped to 0.5..=0.999, NaN means 0.9).
+    pub fn new(params: &FallbackParams, interval: f64) -> Tuning {
+        let params = params.sanitised();
+        Tuning {
+            powers: std::array::from_fn(|k| params.phi.powi(k as i32)),
+            params,
+            interval,
+            band: Band::new(interval),
+        }
+    }
+
+    /// The parameters, in their valid ranges.
+    pub fn params(&self) -> &FallbackParams {
+        &self.params
+    }
+
+    /// The interval probability as configured (trained models read it too).
+    pub fn interval(&self) -> f64 {
+        self.interval
     }
 }
 
@@ -307,7 +324,7 @@ impl LeadTimes {
 }
 
 impl FallbackForecaster {
-    /// Fresh state for one station.
+    /// Fresh state for one station (its error scales start at the prior of `params`).
     pub fn new(params: &FallbackParams) -> Self {
         let params = params.sanitised();
         let mut scale = [0.0f32; LEADS];
@@ -316,7 +333,6 @@ impl FallbackForecaster {
             *s = (sigma * (2.0 / std::f64::consts::PI).sqrt()) as f32;
         }
         FallbackForecaster {
-            params,
             last_hour: None,
             n_obs: 0,
             level: 0.0,
@@ -335,40 +351,39 @@ impl FallbackForecaster {
 
     /// Feeds one record (the station's next, in arrival order) and returns the 24 forecast points
     /// issued at its `window_end`, the expectation held for it, and whether intervals are warm.
-    /// `interval` is the central probability of the `lower..upper` bounds (e.g. 0.9, clamped to
-    /// 0.5..=0.999, NaN means 0.9); it should stay the same for the life of the state (it is
-    /// configuration: the quantile trackers learn for it). Never panics.
-    pub fn observe(&mut self, rec: &FeatureRecord, interval: f64) -> ForecastOutput {
-        let band = Band::new(interval);
+    /// The tuning's interval should stay the same for the life of the state (the quantile
+    /// trackers learn for it). Never panics.
+    pub fn observe(&mut self, tuning: &Tuning, rec: &FeatureRecord) -> ForecastOutput {
+        let (p, band) = (&tuning.params, tuning.band);
         let hour = rec.hour_index();
         if self.last_hour.is_some_and(|last| hour < last) {
             // Out of order: the operator filters these; answer without learning.
             return ForecastOutput {
-                points: self.points(rec.window_end, hour, band),
+                points: self.points(tuning, rec.window_end, hour),
                 expected: None,
-                warm: self.is_warm(),
+                warm: self.is_warm(tuning),
             };
         }
-        let expected = self.expectation(hour, band);
-        let accepted = qc::usable_temperature(rec).and_then(|t| self.gate(hour, t, expected));
+        let expected = self.expectation(tuning, hour);
+        let accepted = qc::usable_temperature(rec).and_then(|t| self.gate(p, hour, t, expected));
         if let Some(t) = accepted {
-            self.learn_errors(hour, t, band);
+            self.learn_errors(p, hour, t, band);
         }
         self.advance_ring(hour);
         if let Some(t) = accepted {
-            self.learn_level(hour, t);
+            self.learn_level(p, hour, t);
         }
         self.last_hour = Some(hour);
         ForecastOutput {
-            points: self.points(rec.window_end, hour, band),
+            points: self.points(tuning, rec.window_end, hour),
             expected,
-            warm: self.is_warm(),
+            warm: self.is_warm(tuning),
         }
     }
 
     /// True once lead 24 has `warm_samples` error samples.
-    pub fn is_warm(&self) -> bool {
-        u32::from(self.n_err[LEADS - 1]) >= self.params.warm_samples
+    pub fn is_warm(&self, tuning: &Tuning) -> bool {
+        u32::from(self.n_err[LEADS - 1]) >= tuning.params.warm_samples
     }
 
     /// Learned per-lead error scale `s_h` (MAE-like, degC), lead 1 first; for diagnostics.
@@ -402,10 +417,10 @@ impl FallbackForecaster {
     }
 
     /// Point forecast from the current origin for `valid` hour, with its lead.
-    fn point(&self, valid: i64) -> Option<(f64, i64)> {
+    fn point(&self, t: &Tuning, valid: i64) -> Option<(f64, i64)> {
         let o = self.origin?;
         let lead = (valid - o.hour).clamp(1, MAX_LEAD);
-        let f = f64::from(self.level) + f64::from(self.diurnal[hod(valid)]) + phi_pow(self.params.phi, lead) * f64::from(o.anomaly);
+        let f = f64::from(self.level) + f64::from(self.diurnal[hod(valid)]) + phi_pow(t.params.phi, &t.powers, lead) * f64::from(o.anomaly);
         Some((f, lead))
     }
 
@@ -422,8 +437,9 @@ impl FallbackForecaster {
         (-f64::from(self.m_lo[i]) * s, f64::from(self.m_hi[i]) * s)
     }
 
-    fn expectation(&self, hour: i64, band: Band) -> Option<Expectation> {
-        let (mean, lead) = self.point(hour)?;
+    fn expectation(&self, t: &Tuning, hour: i64) -> Option<Expectation> {
+        let band = t.band;
+        let (mean, lead) = self.point(t, hour)?;
         if lead > LEADS as i64 {
             return None;
         }
@@ -437,13 +453,13 @@ impl FallbackForecaster {
     }
 
     /// Outlier gate: returns the temperature to learn from, or `None` to hold it as a suspect.
-    fn gate(&mut self, hour: i64, t: f64, expected: Option<Expectation>) -> Option<f64> {
+    fn gate(&mut self, p: &FallbackParams, hour: i64, t: f64, expected: Option<Expectation>) -> Option<f64> {
         let Some(ex) = expected else {
             self.suspect = None;
             return Some(t);
         };
         let miss = (t - ex.mean).abs();
-        if miss <= (self.params.outlier_sigma * ex.sigma).max(self.params.outlier_min_c) {
+        if miss <= (p.outlier_sigma * ex.sigma).max(p.outlier_min_c) {
             self.suspect = None;
             return Some(t);
         }
@@ -464,14 +480,14 @@ impl FallbackForecaster {
     }
 
     /// Scores the forecasts issued 1..=24 hours ago for `hour` against the observed `t`.
-    fn learn_errors(&mut self, hour: i64, t: f64, band: Band) {
+    fn learn_errors(&mut self, p: &FallbackParams, hour: i64, t: f64, band: Band) {
         let Some(last) = self.last_hour else { return };
         let (tau, g) = (band.tau, band.g);
-        let step = self.params.quantile_step / g;
+        let step = p.quantile_step / g;
         let d_valid = f64::from(self.diurnal[hod(hour)]);
         let mut phi_h = 1.0;
         for h in 1..=LEADS as i64 {
-            phi_h *= self.params.phi;
+            phi_h *= p.phi;
             let o = hour - h;
             let slot = hod(o);
             if o > last || self.ring_valid & (1 << slot) == 0 {
@@ -495,7 +511,7 @@ impl FallbackForecaster {
             self.m_hi[i] = self.m_hi[i].clamp(0.05, 20.0);
             self.m_lo[i] = self.m_lo[i].clamp(0.05, 20.0);
             let n = f64::from(self.n_err[i]);
-            let a = self.params.error_alpha.max(1.0 / (n + self.params.prior_weight + 1.0));
+            let a = p.error_alpha.max(1.0 / (n + p.prior_weight + 1.0));
             let clipped = e.abs().min(f64::from(SCALE_CLIP) * s);
             self.scale[i] = ((s + a * (clipped - s)) as f32).max(MIN_SCALE);
             self.n_err[i] = self.n_err[i].saturating_add(1);
@@ -515,7 +531,7 @@ impl FallbackForecaster {
     }
 
     /// Updates level and diurnal profile with an accepted temperature and makes it the origin.
-    fn learn_level(&mut self, hour: i64, t: f64) {
+    fn learn_level(&mut self, p: &FallbackParams, hour: i64, t: f64) {
         let k = hod(hour);
         if self.origin.is_some_and(|o| hour - o.hour > RESTART_GAP_HOURS) {
             // Long outage (maybe into another season): re-anchor the level on this reading.
@@ -525,10 +541,10 @@ impl FallbackForecaster {
         if self.n_obs == 0 {
             self.level = t as f32;
         }
-        let a_l = self.params.level_alpha.max(1.0 / (n + 1.0));
+        let a_l = p.level_alpha.max(1.0 / (n + 1.0));
         let mut level = f64::from(self.level);
         level += a_l * (t - f64::from(self.diurnal[k]) - level);
-        let a_d = self.params.diurnal_alpha.max(1.0 / ((n / HOURS as f64).floor() + 1.0));
+        let a_d = p.diurnal_alpha.max(1.0 / ((n / HOURS as f64).floor() + 1.0));
         let dk = f64::from(self.diurnal[k]);
         self.diurnal[k] = (dk + a_d * (t - level - dk)) as f32;
         let mean = self.diurnal.iter().map(|&d| f64::from(d)).sum::<f64>() / HOURS as f64;
@@ -546,12 +562,13 @@ impl FallbackForecaster {
     }
 
     /// The 24 output points issued at `window_end` (hour index `hour`).
-    fn points(&self, window_end: DateTime<Utc>, hour: i64, band: Band) -> Vec<ForecastPoint> {
+    fn points(&self, t: &Tuning, window_end: DateTime<Utc>, hour: i64) -> Vec<ForecastPoint> {
+        let band = t.band;
         let mut points = Vec::with_capacity(LEADS);
         let hours = LeadTimes::new(window_end);
         for lead in 1..=LEADS as u32 {
             let valid_at = hours.at(lead);
-            let point = match self.point(hour + i64::from(lead)) {
+            let point = match self.point(t, hour + i64::from(lead)) {
                 Some((f, h)) => {
                     let (lo, hi) = self.offsets(h, band);
                     ForecastPoint {
@@ -600,33 +617,46 @@ mod tests {
         10.0 + 5.0 * (hour as f64 * std::f64::consts::TAU / 24.0).sin() + 3.0 * (hour as f64 / 60.0).sin() + noise
     }
 
+    fn tune(interval: f64) -> Tuning {
+        Tuning::new(&FallbackParams::default(), interval)
+    }
+
     fn widths(out: &ForecastOutput) -> Vec<f64> {
         out.points.iter().map(|p| p.upper.unwrap() - p.lower.unwrap()).collect()
     }
 
     #[test]
-    fn default_parameters_stay_out_of_checkpoints_and_old_checkpoints_still_restore() {
+    fn parameters_are_configuration_not_state_and_old_checkpoints_still_restore() {
         assert_eq!(FallbackParams::default().sanitised(), FallbackParams::default());
         let mut f = FallbackForecaster::new(&FallbackParams::default());
         for h in 0..30 {
-            f.observe(&rec(h, Some(10.0 + (h % 24) as f64 / 3.0)), 0.9);
+            f.observe(&tune(0.9), &rec(h, Some(10.0 + (h % 24) as f64 / 3.0)));
         }
         let json = serde_json::to_string(&f).unwrap();
         assert!(!json.contains("params"), "{json}");
         assert_eq!(serde_json::from_str::<FallbackForecaster>(&json).unwrap(), f);
-        // A checkpoint written before the parameters were left out restores to the same state.
+        // A checkpoint written while states carried their parameters restores to the same state.
         let mut old: serde_json::Value = serde_json::from_str(&json).unwrap();
         old["params"] = serde_json::to_value(FallbackParams::default()).unwrap();
         assert_eq!(serde_json::from_value::<FallbackForecaster>(old).unwrap(), f);
-        // Other parameters are kept.
-        let custom = FallbackParams {
-            outlier_sigma: 5.0,
-            ..FallbackParams::default()
-        };
-        let g = FallbackForecaster::new(&custom);
-        let json = serde_json::to_string(&g).unwrap();
-        assert!(json.contains("\"outlier_sigma\":5.0"), "{json}");
-        assert_eq!(serde_json::from_str::<FallbackForecaster>(&json).unwrap(), g);
+        // The same state under a different configuration behaves by that configuration: a
+        // reading 9 degC off is learnt from under the default gate (8 sigma, at least 8 degC)
+        // and held back as a suspect under a tighter one.
+        let tight = Tuning::new(
+            &FallbackParams {
+                outlier_min_c: 2.0,
+                outlier_sigma: 1.0,
+                ..FallbackParams::default()
+            },
+            0.9,
+        );
+        let (mut a, mut b) = (f.clone(), f.clone());
+        let hour = rec(30, None).hour_index();
+        let jump = rec(30, Some(f.level() + f.diurnal(hour) + 9.0));
+        a.observe(&tune(0.9), &jump);
+        b.observe(&tight, &jump);
+        assert_eq!(a.origin().map(|o| o.0), Some(hour), "learnt from under the default gate");
+        assert_eq!(b.origin().map(|o| o.0), Some(hour - 1), "held back under the tight gate");
     }
 
     #[test]
@@ -634,7 +664,14 @@ mod tests {
         for phi in [0.0f64, 0.5, 0.93, 0.97, 1.0, 0.123_456_789, 0.93] {
             for k in [-3i64, 0, 1, 2, 23, 24, 25, 47, 63, 64, 65, 1000, 10_000, i64::from(i32::MAX) + 5] {
                 let want = phi.powi(k.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32);
-                assert_eq!(phi_pow(phi, k).to_bits(), want.to_bits(), "phi {phi} k {k}");
+                let t = Tuning::new(
+                    &FallbackParams {
+                        phi,
+                        ..FallbackParams::default()
+                    },
+                    0.9,
+                );
+                assert_eq!(phi_pow(phi, &t.powers, k).to_bits(), want.to_bits(), "phi {phi} k {k}");
             }
         }
     }
@@ -642,7 +679,7 @@ mod tests {
     #[test]
     fn first_record_gives_persistence_with_wide_prior_intervals() {
         let mut f = FallbackForecaster::new(&FallbackParams::default());
-        let out = f.observe(&rec(0, Some(12.5)), 0.9);
+        let out = f.observe(&tune(0.9), &rec(0, Some(12.5)));
         assert_eq!(out.points.len(), LEADS);
         assert!(out.expected.is_none() && !out.warm);
         for (i, p) in out.points.iter().enumerate() {
@@ -659,14 +696,14 @@ mod tests {
     fn station_without_usable_temperature_gives_empty_points() {
         let mut f = FallbackForecaster::new(&FallbackParams::default());
         for h in 0..3 {
-            let out = f.observe(&rec(h, None), 0.9);
+            let out = f.observe(&tune(0.9), &rec(h, None));
             assert!(out
                 .points
                 .iter()
                 .all(|p| p.temperature.is_none() && p.lower.is_none() && p.upper.is_none()));
             assert!(out.expected.is_none());
         }
-        let implausible = f.observe(&rec(3, Some(75.0)), 0.9);
+        let implausible = f.observe(&tune(0.9), &rec(3, Some(75.0)));
         assert!(implausible.points[0].temperature.is_none(), "75 degC is never learned from");
     }
 
@@ -674,14 +711,14 @@ mod tests {
     fn missing_or_implausible_temperature_forecasts_from_the_last_origin() {
         let mut f = FallbackForecaster::new(&FallbackParams::default());
         for h in 0..200 {
-            f.observe(&rec(h, Some(synthetic(h))), 0.9);
+            f.observe(&tune(0.9), &rec(h, Some(synthetic(h))));
         }
-        let before = f.observe(&rec(200, Some(synthetic(200))), 0.9);
+        let before = f.observe(&tune(0.9), &rec(200, Some(synthetic(200))));
         let level = f.level;
         let mut glitch = rec(201, Some(9.0));
         glitch.temperature_max = Some(80.0); // a glitching sample makes the whole window unusable
         for (h, r) in [(201, glitch), (202, rec(202, None))] {
-            let out = f.observe(&r, 0.9);
+            let out = f.observe(&tune(0.9), &r);
             let shift = (h - 200) as usize;
             assert_eq!(f.level, level, "nothing learned from hour {h}");
             for k in 0..LEADS - shift {
@@ -714,7 +751,7 @@ mod tests {
                 }
             }
             pending.retain(|p| p.0 > h);
-            let out = f.observe(&rec(h, Some(t)), 0.9);
+            let out = f.observe(&tune(0.9), &rec(h, Some(t)));
             for p in &out.points {
                 pending.push((
                     h + i64::from(p.lead_hours),
@@ -742,15 +779,15 @@ mod tests {
     fn gaps_never_score_stale_ring_slots() {
         let mut f = FallbackForecaster::new(&FallbackParams::default());
         for h in 0..48 {
-            f.observe(&rec(h, Some(synthetic(h))), 0.9);
+            f.observe(&tune(0.9), &rec(h, Some(synthetic(h))));
         }
         let n = f.n_err;
-        let out = f.observe(&rec(50, Some(synthetic(50))), 0.9); // hours 48, 49 missing
+        let out = f.observe(&tune(0.9), &rec(50, Some(synthetic(50)))); // hours 48, 49 missing
         assert_eq!(out.expected.unwrap().lead_hours, 3);
         assert_eq!(f.n_err[0], n[0], "no origin 1 h back");
         assert_eq!(f.n_err[1], n[1], "no origin 2 h back");
         assert_eq!(f.n_err[2], n[2] + 1);
-        let out = f.observe(&rec(150, Some(20.0)), 0.9); // four days missing
+        let out = f.observe(&tune(0.9), &rec(150, Some(20.0))); // four days missing
         assert!(out.expected.is_none(), "no expectation from an origin older than 24 h");
         let anchored = f64::from(f.level) + f64::from(f.diurnal[hod(150)]);
         assert!((anchored - 20.0).abs() < 1e-3, "level re-anchored after the outage: {anchored}");
@@ -760,18 +797,18 @@ mod tests {
     fn glitch_is_held_back_and_a_real_shift_is_accepted() {
         let mut f = FallbackForecaster::new(&FallbackParams::default());
         for h in 0..300 {
-            f.observe(&rec(h, Some(14.0 + 0.1 * ((h % 3) as f64))), 0.9);
+            f.observe(&tune(0.9), &rec(h, Some(14.0 + 0.1 * ((h % 3) as f64))));
         }
-        let glitch = f.observe(&rec(300, Some(-10.5)), 0.9);
+        let glitch = f.observe(&tune(0.9), &rec(300, Some(-10.5)));
         assert!((glitch.expected.unwrap().mean - 14.0).abs() < 0.5);
         assert!(
             (glitch.points[0].temperature.unwrap() - 14.0).abs() < 0.5,
             "glitch not used as origin"
         );
-        let after = f.observe(&rec(301, Some(14.0)), 0.9);
+        let after = f.observe(&tune(0.9), &rec(301, Some(14.0)));
         assert!((after.expected.unwrap().mean - 14.0).abs() < 0.5 && f.suspect.is_none());
-        f.observe(&rec(302, Some(30.0)), 0.9);
-        let confirmed = f.observe(&rec(303, Some(30.5)), 0.9);
+        f.observe(&tune(0.9), &rec(302, Some(30.0)));
+        let confirmed = f.observe(&tune(0.9), &rec(303, Some(30.5)));
         assert!(
             confirmed.points[0].temperature.unwrap() > 28.0,
             "confirmed shift is accepted: {confirmed:?}"
@@ -788,14 +825,14 @@ mod tests {
             ..FallbackParams::default()
         });
         for h in 0..30 {
-            f.observe(&rec(h, Some(synthetic(h))), f64::NAN);
+            f.observe(&tune(f64::NAN), &rec(h, Some(synthetic(h))));
         }
         let json = serde_json::to_string(&f).unwrap();
         let g: FallbackForecaster = serde_json::from_str(&json).unwrap();
         assert_eq!(f, g);
         let mut far = rec(0, Some(1.0));
         far.window_end = DateTime::<Utc>::MAX_UTC;
-        let out = f.observe(&far, 2.0);
+        let out = f.observe(&tune(2.0), &far);
         assert_eq!(out.points.len(), LEADS);
         assert!(out.points.iter().all(|p| p.temperature.unwrap().is_finite()));
         let partial: FallbackParams = serde_json::from_str(r#"{"phi": 0.9}"#).unwrap();

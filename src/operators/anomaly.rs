@@ -20,7 +20,7 @@ use timely::dataflow::StreamVec;
 
 use super::keyed::{per_station, KeyedCheckpoint};
 use super::{Forecast, Forecasted, Outcome};
-use crate::anomaly::rules::{self, AnomalyParams, StationAnomaly};
+use crate::anomaly::rules::{self, AnomalyParams, Rules, StationAnomaly};
 use crate::anomaly::trained;
 use crate::contract::{ModelNames, Prediction};
 use crate::metrics::Metrics;
@@ -48,16 +48,17 @@ impl<'s> ScoreAnomalies<'s> for StreamVec<'s, u64, Forecasted> {
         metrics: Arc<Metrics>,
         ckpt: KeyedCheckpoint<StationAnomaly>,
     ) -> StreamVec<'s, u64, Outcome> {
+        let rules = Rules::new(&params);
         per_station(
             self,
             OPERATOR_NAME,
             ckpt,
-            move |_station| StationAnomaly::new(&params),
+            move |_station| StationAnomaly::new(),
             move |state: &mut StationAnomaly, f: Forecasted, out: &mut Vec<Outcome>| {
                 out.push(match f {
                     Forecasted::Stale(s) => Outcome::Stale(s),
                     Forecasted::Made(f) => {
-                        let p = complete(state, f, interval);
+                        let p = complete(state, &rules, f, interval);
                         if p.anomaly.is_anomaly {
                             metrics.anomalies.fetch_add(1, Ordering::Relaxed);
                         }
@@ -71,8 +72,8 @@ impl<'s> ScoreAnomalies<'s> for StreamVec<'s, u64, Forecasted> {
 
 /// Scores a forecast against the station's anomaly state and completes its prediction: the
 /// per-record step of `ScoreAnomalies`, also driven without timely (the benchmark's sequential model).
-pub fn complete(state: &mut StationAnomaly, f: Forecast, interval: f64) -> Prediction {
-    let anomaly = trained::combine(state.assess(&f.record, f.expected), f.anomaly_verdict.as_ref());
+pub fn complete(state: &mut StationAnomaly, rules: &Rules, f: Forecast, interval: f64) -> Prediction {
+    let anomaly = trained::combine(state.assess(rules, &f.record, f.expected), f.anomaly_verdict.as_ref());
     Prediction {
         observed_temperature: f.record.temperature_mean,
         station_id: f.record.station_id,

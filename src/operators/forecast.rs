@@ -43,7 +43,7 @@ use super::{Accepted, Forecast, Forecasted, Stale};
 use crate::anomaly::qc;
 use crate::anomaly::trained::{Evidence, EvidenceState, ModelVerdict};
 use crate::contract::{ForecastPoint, LEADS};
-use crate::forecast::fallback::{self, FallbackForecaster, FallbackParams};
+use crate::forecast::fallback::{self, FallbackForecaster, FallbackParams, Tuning};
 use crate::forecast::features::Origin;
 use crate::forecast::history::RecentHistory;
 use crate::forecast::{normal_quantile_cached, Expectation};
@@ -126,8 +126,8 @@ impl StationForecastState {
     }
 
     /// Applies one record with the statistical fallbacks only.
-    pub fn observe(&mut self, a: Accepted, interval: f64) -> Forecasted {
-        self.observe_with(a, interval, &Serving::default())
+    pub fn observe(&mut self, a: Accepted, tuning: &Tuning) -> Forecasted {
+        self.observe_with(a, tuning, &Serving::default())
     }
 
     /// The view trained forecasters read at the origin just observed (`points`: the fallback's).
@@ -147,13 +147,14 @@ impl StationForecastState {
     /// Applies one record with the models of `serving`: a forecast (trained when one is served
     /// and the origin temperature was accepted, else the fallback's; named either way) with the
     /// served anomaly model's verdict, or a stale refusal.
-    pub fn observe_with(&mut self, a: Accepted, interval: f64, serving: &Serving) -> Forecasted {
-        self.observe_detailed(a, interval, serving).0
+    pub fn observe_with(&mut self, a: Accepted, tuning: &Tuning, serving: &Serving) -> Forecasted {
+        self.observe_detailed(a, tuning, serving).0
     }
 
     /// As [`observe_with`](Self::observe_with), also returning the anomaly evidence computed
     /// for the record (`None` for a stale record); training replays use it.
-    pub fn observe_detailed(&mut self, a: Accepted, interval: f64, serving: &Serving) -> (Forecasted, Option<Evidence>) {
+    pub fn observe_detailed(&mut self, a: Accepted, tuning: &Tuning, serving: &Serving) -> (Forecasted, Option<Evidence>) {
+        let interval = tuning.interval();
         if let Some(newest) = self.newest {
             if a.record.window_end <= newest {
                 let stale = Stale {
@@ -167,7 +168,7 @@ impl StationForecastState {
         self.newest = Some(a.record.window_end);
         let rec = &a.record;
         let hour = rec.hour_index();
-        let out = self.model.observe(rec, interval);
+        let out = self.model.observe(tuning, rec);
         let accepted = self
             .model
             .origin()
@@ -236,7 +237,7 @@ impl<'s> ForecastTemperature<'s> for StreamVec<'s, u64, Accepted> {
         metrics: Arc<Metrics>,
         ckpt: KeyedCheckpoint<StationForecastState>,
     ) -> StreamVec<'s, u64, Forecasted> {
-        let interval = params.interval;
+        let tuning = Tuning::new(&params.fallback, params.interval);
         let mut forecast_watch = ModelWatch::new(&params.models);
         let mut anomaly_watch = ModelWatch::new(&params.models);
         let mut gate = EpochGate::default();
@@ -252,7 +253,7 @@ impl<'s> ForecastTemperature<'s> for StreamVec<'s, u64, Accepted> {
                     serving.forecast = forecast_watch.poll(now).cloned();
                     serving.anomaly = anomaly_watch.poll(now).cloned();
                 }
-                let f = state.observe_with(e.record, interval, &serving);
+                let f = state.observe_with(e.record, &tuning, &serving);
                 match &f {
                     Forecasted::Stale(_) => {
                         metrics.rejected_stale.fetch_add(1, Ordering::Relaxed);
@@ -317,6 +318,7 @@ mod tests {
             models: ModelSource::fallback_only(),
         };
         let (mut a, mut b) = (StationForecastState::new(&params), StationForecastState::new(&params));
+        let tuning = Tuning::new(&params.fallback, params.interval);
         for h in 0..100 {
             let end = Utc.with_ymd_and_hms(2013, 10, 1, 0, 0, 0).unwrap() + Duration::hours(h);
             let t = 10.0 + (h as f64 / 4.0).sin();
@@ -339,7 +341,7 @@ mod tests {
                 record: Box::new(record),
                 source: SourcePosition { partition: 0, offset: h },
             };
-            let (x, y) = (a.observe(acc.clone(), 0.9), b.observe_with(acc, 0.9, &Serving::default()));
+            let (x, y) = (a.observe(acc.clone(), &tuning), b.observe_with(acc, &tuning, &Serving::default()));
             assert_eq!(x, y);
             let Forecasted::Made(f) = x else { panic!("not stale") };
             assert_eq!(f.model, fallback::NAME);

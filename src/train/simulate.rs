@@ -15,9 +15,10 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
-use crate::anomaly::rules::{AnomalyParams, StationAnomaly};
+use crate::anomaly::rules::{Rules, StationAnomaly};
 use crate::anomaly::trained::{self, Evidence};
 use crate::contract::{Anomaly, FeatureRecord, SourcePosition};
+use crate::forecast::fallback::Tuning;
 use crate::models::serving::{ModelSource, Serving};
 use crate::operators::forecast::{ForecastParams, StationForecastState};
 use crate::operators::{Accepted, Forecast, Forecasted};
@@ -70,10 +71,12 @@ pub fn replay_from(
         models: ModelSource::fallback_only(),
     };
     let fallback_only = Serving::default();
+    let tuning = Tuning::new(&params.fallback, params.interval);
+    let thresholds = Rules::default();
     for (_, recs) in by_station {
         let mut state = StationForecastState::new(&params);
         let mut shadow = StationForecastState::new(&params);
-        let mut rules = StationAnomaly::new(&AnomalyParams::default());
+        let mut rules = StationAnomaly::new();
         for (i, rec) in recs.into_iter().enumerate() {
             if let Some(p) = progress {
                 p.inc(1);
@@ -93,17 +96,17 @@ pub fn replay_from(
                 serving
             };
             let fallback_points = match serving.forecast {
-                Some(_) => match shadow.observe_with(a.clone(), interval, &fallback_only) {
+                Some(_) => match shadow.observe_with(a.clone(), &tuning, &fallback_only) {
                     Forecasted::Made(f) => Some(f.points),
                     Forecasted::Stale(_) => None,
                 },
                 None => None,
             };
-            let (out, evidence) = state.observe_detailed(a, interval, serving);
+            let (out, evidence) = state.observe_detailed(a, &tuning, serving);
             let (Forecasted::Made(f), Some(evidence)) = (out, evidence) else {
                 continue;
             };
-            let rule = rules.assess(rec, f.expected);
+            let rule = rules.assess(&thresholds, rec, f.expected);
             let combined = trained::combine(rule.clone(), f.anomaly_verdict.as_ref());
             sink(Step {
                 record: rec,
