@@ -22,12 +22,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::anomaly::rules::AnomalyParams;
 use crate::checkpoint::{self, Restored};
 use crate::checkpointer::Checkpointer;
 use crate::config::Settings;
 use crate::dataflows::inference::{self, InferenceParts};
-use crate::forecast::fallback::FallbackParams;
 use crate::kafka::assign::station_hash;
 use crate::kafka::sink::OutTopic;
 use crate::kafka::source::PartitionReader;
@@ -297,11 +295,11 @@ fn build_worker_parts(
         sink: io.sink,
         forecast: ForecastParams {
             interval: s.models.interval,
-            fallback: FallbackParams::default(),
+            fallback: s.fallback.clone(),
             models: crate::models::serving::ModelSource::store(&s.models.dir, s.models.reload_ms),
         },
         forecast_ckpt,
-        anomaly: AnomalyParams::default(),
+        anomaly: s.anomaly.clone(),
         anomaly_ckpt,
         metrics: metrics.clone(),
     };

@@ -50,7 +50,7 @@ const MAD_TO_SIGMA: f64 = 1.253_314_137_315_500_3;
 /// Thresholds of [`StationAnomaly`]. A rule reaches severity 0.5 (flags the record) at its
 /// threshold; see the module docs for each formula.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(deny_unknown_fields, default)]
 pub struct AnomalyParams {
     /// Temperature spike threshold, in sigmas of the forecaster's expectation.
     pub spike_sigma: f64,

@@ -78,6 +78,10 @@ pub struct Settings {
     pub dataflow: DataflowSection,
     /// Model settings.
     pub models: ModelsSection,
+    /// Fallback forecaster tuning.
+    pub fallback: crate::forecast::FallbackParams,
+    /// Anomaly rule thresholds.
+    pub anomaly: crate::anomaly::AnomalyParams,
     /// Checkpoint settings.
     pub checkpoint: CheckpointSection,
     /// Launcher failure policy.
@@ -219,6 +223,38 @@ mod tests {
         }
         let msg = raw.resolve("test").unwrap_err().to_string();
         assert!(msg.contains("7 problem(s)") || msg.contains("problem(s)"), "{msg}");
+    }
+
+    #[test]
+    fn fallback_and_anomaly_tuning_is_checked_and_resolved() {
+        let raw = RawConfig::parse(
+            "[fallback]\nphi = 1.5\nlevel_alpha = 0.0\noutlier_sigma = nan\n[anomaly]\nspike_sigma = -1.0\nstd_alpha = 2.0\n",
+        )
+        .unwrap();
+        let problems = raw.validate();
+        for (field, says) in [
+            ("fallback.phi", "[0, 1]"),
+            ("fallback.level_alpha", "[0.000001, 1]"),
+            ("fallback.outlier_sigma", "[1, 1000000]"),
+            ("anomaly.spike_sigma", "positive"),
+            ("anomaly.std_alpha", "at most 1"),
+        ] {
+            let p = problems
+                .iter()
+                .find(|p| p.field == field)
+                .unwrap_or_else(|| panic!("{field} missing from {problems:?}"));
+            assert!(p.message.contains(says), "{field}: {}", p.message);
+        }
+        assert_eq!(problems.len(), 5, "{problems:?}");
+        let e = RawConfig::parse("[anomaly]\nspike_sigmaa = 5.0\n").unwrap_err();
+        assert!(e.contains("spike_sigmaa") && e.contains("spike_sigma"), "{e}");
+        let s = RawConfig::parse("[fallback]\nphi = 0.97\n[anomaly]\nprecip_extreme_mm_per_h = 30.0\n")
+            .unwrap()
+            .resolve("t")
+            .unwrap();
+        assert_eq!(s.fallback.phi, 0.97);
+        assert_eq!(s.fallback.outlier_sigma, crate::forecast::FallbackParams::default().outlier_sigma);
+        assert_eq!(s.anomaly.precip_extreme_mm_per_h, 30.0);
     }
 
     #[test]

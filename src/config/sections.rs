@@ -3,8 +3,10 @@
 //!
 //! ```text
 //!   cluster.toml ──toml+serde──> RawConfig { cluster, kafka, topics, source, dataflow, models,
-//!                                            checkpoint, features, pipeline, http, monitoring }
-//!   (http and monitoring are defined with the operations code, in crate::ops::settings)
+//!                                            fallback, anomaly, checkpoint, features, pipeline,
+//!                                            http, monitoring }
+//!   (http and monitoring are defined with the operations code, in crate::ops::settings;
+//!    fallback and anomaly with the maths they tune: FallbackParams, AnomalyParams)
 //! ```
 
 use std::collections::BTreeMap;
@@ -28,6 +30,10 @@ pub struct RawConfig {
     pub dataflow: DataflowSection,
     /// Models and prediction settings.
     pub models: ModelsSection,
+    /// Tuning of the statistical fallback forecaster (defaults tuned on the NYC 2013 data).
+    pub fallback: crate::forecast::FallbackParams,
+    /// Thresholds of the anomaly rules.
+    pub anomaly: crate::anomaly::AnomalyParams,
     /// Checkpoint storage.
     pub checkpoint: CheckpointSection,
     /// Event-time windows of the features stage.

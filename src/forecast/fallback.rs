@@ -95,7 +95,7 @@ const MAX_LEAD: i64 = 10_000;
 /// Tuning of [`FallbackForecaster`]. Defaults were tuned on the NYC 2013 ASOS data
 /// (EWR/JFK/LGA); all rates are per usable hourly observation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(deny_unknown_fields, default)]
 pub struct FallbackParams {
     /// Hourly persistence `phi` of the deseasonalised anomaly, in [0, 1].
     pub phi: f64,
