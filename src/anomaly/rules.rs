@@ -100,6 +100,26 @@ impl Default for AnomalyParams {
     }
 }
 
+impl AnomalyParams {
+    /// The real-valued thresholds by name, each positive and finite, and for rates (`true`) at
+    /// most 1: the one list both [`Rules::new`] (which gives other values the default) and the
+    /// configuration's check (which reports them) read.
+    pub fn bounded(&mut self) -> [(&'static str, &mut f64, bool); 10] {
+        [
+            ("spike_sigma", &mut self.spike_sigma, false),
+            ("spike_min_c", &mut self.spike_min_c, false),
+            ("pressure_sigma", &mut self.pressure_sigma, false),
+            ("pressure_min_spread_hpa", &mut self.pressure_min_spread_hpa, false),
+            ("pressure_alpha", &mut self.pressure_alpha, true),
+            ("pressure_tendency_hpa_per_h", &mut self.pressure_tendency_hpa_per_h, false),
+            ("std_ratio", &mut self.std_ratio, false),
+            ("std_min_c", &mut self.std_min_c, false),
+            ("std_alpha", &mut self.std_alpha, true),
+            ("precip_extreme_mm_per_h", &mut self.precip_extreme_mm_per_h, false),
+        ]
+    }
+}
+
 /// EWMA of a value and of its absolute deviation (robust spread).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 struct Running {
@@ -160,26 +180,12 @@ pub struct Rules {
 impl Rules {
     /// Resolves `params`.
     pub fn new(params: &AnomalyParams) -> Rules {
-        let d = AnomalyParams::default();
-        let p = AnomalyParams {
-            spike_sigma: positive(params.spike_sigma, d.spike_sigma),
-            spike_min_c: positive(params.spike_min_c, d.spike_min_c),
-            pressure_sigma: positive(params.pressure_sigma, d.pressure_sigma),
-            pressure_min_spread_hpa: positive(params.pressure_min_spread_hpa, d.pressure_min_spread_hpa),
-            pressure_alpha: positive(params.pressure_alpha, d.pressure_alpha).min(1.0),
-            pressure_tendency_hpa_per_h: positive(params.pressure_tendency_hpa_per_h, d.pressure_tendency_hpa_per_h),
-            std_ratio: positive(params.std_ratio, d.std_ratio),
-            std_min_c: positive(params.std_min_c, d.std_min_c),
-            std_alpha: positive(params.std_alpha, d.std_alpha).min(1.0),
-            precip_extreme_mm_per_h: positive(params.precip_extreme_mm_per_h, d.precip_extreme_mm_per_h),
-            ..params.clone()
-        };
+        let (mut p, mut d) = (params.clone(), AnomalyParams::default());
+        for ((_, v, rate), (_, dv, _)) in p.bounded().into_iter().zip(d.bounded()) {
+            let x = positive(*v, *dv);
+            *v = if rate { x.min(1.0) } else { x };
+        }
         Rules { params: p }
-    }
-
-    /// The thresholds, in their valid ranges.
-    pub fn params(&self) -> &AnomalyParams {
-        &self.params
     }
 }
 

@@ -205,73 +205,35 @@ impl RawConfig {
         out
     }
 
-    /// Problems of `[features]`, `[pipeline]` and the features stage's topics.
-    /// `[fallback]` and `[anomaly]`: every number finite and in the range the maths takes.
+    /// `[fallback]` and `[anomaly]`: every number finite and in the range the maths takes
+    /// (the ranges are the parameter types' own, `FallbackParams::bounded`, `AnomalyParams::bounded`).
     fn validate_tuning(&self, out: &mut Vec<Problem>) {
-        let f = &self.fallback;
-        for (name, v, lo, hi) in [
-            ("phi", f.phi, 0.0, 1.0),
-            ("level_alpha", f.level_alpha, 1e-6, 1.0),
-            ("diurnal_alpha", f.diurnal_alpha, 1e-6, 1.0),
-            ("error_alpha", f.error_alpha, 1e-6, 1.0),
-            ("quantile_step", f.quantile_step, 1e-6, 1.0),
-            ("prior_sigma_lead1", f.prior_sigma_lead1, 0.1, 50.0),
-            ("prior_sigma_per_lead", f.prior_sigma_per_lead, 0.0, 10.0),
-            ("prior_weight", f.prior_weight, 0.0, 1e6),
-            ("outlier_sigma", f.outlier_sigma, 1.0, 1e6),
-            ("outlier_min_c", f.outlier_min_c, 0.0, 1e6),
-        ] {
-            if !(v.is_finite() && (lo..=hi).contains(&v)) {
+        let (mut f, mut d) = (self.fallback.clone(), crate::forecast::FallbackParams::default());
+        for ((name, v, lo, hi), (_, dv, _, _)) in f.bounded().into_iter().zip(d.bounded()) {
+            if !(v.is_finite() && (lo..=hi).contains(&*v)) {
                 out.push(Problem {
                     field: format!("fallback.{name}"),
-                    message: format!("is {v}; expected a number in [{lo}, {hi}] (default {})", default_of_fallback(name)),
+                    message: format!("is {v}; expected a number in [{lo}, {hi}] (default {dv:?})"),
                 });
             }
         }
-        let a = &self.anomaly;
-        let d = crate::anomaly::AnomalyParams::default();
-        for (name, v, at_most_one, default) in [
-            ("spike_sigma", a.spike_sigma, false, d.spike_sigma),
-            ("spike_min_c", a.spike_min_c, false, d.spike_min_c),
-            ("pressure_sigma", a.pressure_sigma, false, d.pressure_sigma),
-            (
-                "pressure_min_spread_hpa",
-                a.pressure_min_spread_hpa,
-                false,
-                d.pressure_min_spread_hpa,
-            ),
-            ("pressure_alpha", a.pressure_alpha, true, d.pressure_alpha),
-            (
-                "pressure_tendency_hpa_per_h",
-                a.pressure_tendency_hpa_per_h,
-                false,
-                d.pressure_tendency_hpa_per_h,
-            ),
-            ("std_ratio", a.std_ratio, false, d.std_ratio),
-            ("std_min_c", a.std_min_c, false, d.std_min_c),
-            ("std_alpha", a.std_alpha, true, d.std_alpha),
-            (
-                "precip_extreme_mm_per_h",
-                a.precip_extreme_mm_per_h,
-                false,
-                d.precip_extreme_mm_per_h,
-            ),
-        ] {
-            let ok = v.is_finite() && v > 0.0 && (!at_most_one || v <= 1.0);
-            if !ok {
-                let expected = if at_most_one {
+        let (mut a, mut d) = (self.anomaly.clone(), crate::anomaly::AnomalyParams::default());
+        for ((name, v, rate), (_, dv, _)) in a.bounded().into_iter().zip(d.bounded()) {
+            if !(v.is_finite() && *v > 0.0 && (!rate || *v <= 1.0)) {
+                let expected = if rate {
                     "a positive number, at most 1"
                 } else {
                     "a positive number"
                 };
                 out.push(Problem {
                     field: format!("anomaly.{name}"),
-                    message: format!("is {v}; expected {expected} (default {default})"),
+                    message: format!("is {v}; expected {expected} (default {dv:?})"),
                 });
             }
         }
     }
 
+    /// Problems of `[features]`, `[pipeline]` and the features stage's topics.
     fn validate_features_stage(&self, out: &mut Vec<Problem>) {
         let mut bad = |field: &str, message: String| {
             out.push(Problem {
@@ -363,15 +325,6 @@ fn managed_reason(key: &str) -> &'static str {
         "group.id" => "use kafka.group_id",
         _ => "offsets are committed only after outputs are acknowledged",
     }
-}
-
-/// The default of a `[fallback]` field, for messages.
-fn default_of_fallback(name: &str) -> String {
-    let d = crate::forecast::FallbackParams::default();
-    serde_json::to_value(&d)
-        .ok()
-        .and_then(|v| v.get(name).map(|x| x.to_string()))
-        .unwrap_or_default()
 }
 
 fn valid_topic(name: &str) -> bool {

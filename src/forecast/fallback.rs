@@ -140,23 +140,31 @@ impl Default for FallbackParams {
 }
 
 impl FallbackParams {
+    /// The real-valued parameters by name, each with the range `[lo, hi]` the maths takes: the
+    /// one list both [`Tuning::new`] (which forces values into it) and the configuration's
+    /// check (which reports values outside it) read.
+    pub fn bounded(&mut self) -> [(&'static str, &mut f64, f64, f64); 10] {
+        [
+            ("phi", &mut self.phi, 0.0, 1.0),
+            ("level_alpha", &mut self.level_alpha, 1e-6, 1.0),
+            ("diurnal_alpha", &mut self.diurnal_alpha, 1e-6, 1.0),
+            ("error_alpha", &mut self.error_alpha, 1e-6, 1.0),
+            ("quantile_step", &mut self.quantile_step, 1e-6, 1.0),
+            ("prior_sigma_lead1", &mut self.prior_sigma_lead1, 0.1, 50.0),
+            ("prior_sigma_per_lead", &mut self.prior_sigma_per_lead, 0.0, 10.0),
+            ("prior_weight", &mut self.prior_weight, 0.0, 1e6),
+            ("outlier_sigma", &mut self.outlier_sigma, 1.0, 1e6),
+            ("outlier_min_c", &mut self.outlier_min_c, 0.0, 1e6),
+        ]
+    }
+
     /// Copy with every value forced into its valid range (non-finite values take the default).
     fn sanitised(&self) -> FallbackParams {
-        let d = FallbackParams::default();
-        let fix = |v: f64, dv: f64, lo: f64, hi: f64| if v.is_finite() { v.clamp(lo, hi) } else { dv };
-        FallbackParams {
-            phi: fix(self.phi, d.phi, 0.0, 1.0),
-            level_alpha: fix(self.level_alpha, d.level_alpha, 1e-6, 1.0),
-            diurnal_alpha: fix(self.diurnal_alpha, d.diurnal_alpha, 1e-6, 1.0),
-            error_alpha: fix(self.error_alpha, d.error_alpha, 1e-6, 1.0),
-            quantile_step: fix(self.quantile_step, d.quantile_step, 1e-6, 1.0),
-            prior_sigma_lead1: fix(self.prior_sigma_lead1, d.prior_sigma_lead1, 0.1, 50.0),
-            prior_sigma_per_lead: fix(self.prior_sigma_per_lead, d.prior_sigma_per_lead, 0.0, 10.0),
-            prior_weight: fix(self.prior_weight, d.prior_weight, 0.0, 1e6),
-            warm_samples: self.warm_samples,
-            outlier_sigma: fix(self.outlier_sigma, d.outlier_sigma, 1.0, 1e6),
-            outlier_min_c: fix(self.outlier_min_c, d.outlier_min_c, 0.0, 1e6),
+        let (mut out, mut d) = (self.clone(), FallbackParams::default());
+        for ((_, v, lo, hi), (_, dv, _, _)) in out.bounded().into_iter().zip(d.bounded()) {
+            *v = if v.is_finite() { v.clamp(lo, hi) } else { *dv };
         }
+        out
     }
 }
 
@@ -276,11 +284,6 @@ impl Tuning {
             interval,
             band: Band::new(interval),
         }
-    }
-
-    /// The parameters, in their valid ranges.
-    pub fn params(&self) -> &FallbackParams {
-        &self.params
     }
 
     /// The interval probability as configured (trained models read it too).
