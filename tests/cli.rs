@@ -221,6 +221,15 @@ fn bench_runs_the_engine_e2e_and_latency_parts_against_the_real_broker() {
     assert_eq!(stdout.matches("cores by second, this process / broker:").count(), 3, "{stdout}");
 
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&out_json).unwrap()).unwrap();
+    // Engine-only: every record answered, the timed ones and the warm-up's (none at this size).
+    for kind in ["fallback", "trained"] {
+        let runs = report["engine"][kind].as_array().expect("engine runs");
+        assert!(!runs.is_empty(), "{report}");
+        for r in runs {
+            assert_eq!(r["records"].as_u64().unwrap() + r["warmup_records"].as_u64().unwrap(), 2000, "{r}");
+            assert!(r["whole_rate"].as_f64().unwrap() > 0.0, "{r}");
+        }
+    }
     let runs = report["latency"].as_array().expect("latency runs");
     assert_eq!(runs.len(), 2, "{report}");
     let broker = report["latency_broker"].as_array().expect("broker-alone runs");

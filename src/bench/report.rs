@@ -414,11 +414,15 @@ impl Report {
                     let mine: Vec<&EngineRun> = runs.iter().filter(|r| r.workers == w).collect();
                     let _ = writeln!(
                         o,
-                        "engine {label}, {w} worker(s): {rate:>9.0} rec/s  = {:.2} x serde limit  runs: {}  | {:.0} rec per CPU-s, other processes used {:.2} cores",
+                        "engine {label}, {w} worker(s): {rate:>9.0} rec/s  = {:.2} x serde limit  runs: {}  | {:.0} rec per CPU-s, {:.3} page faults/rec, other processes used {:.2} cores | whole run (start and warm-up of {} records included): {:.0} rec/s, {:.3} page faults/rec",
                         rate / e.serde_rate(),
                         list(mine.iter().map(|r| r.rate)),
                         EngineSection::per_cpu(runs, w),
-                        median(&mine.iter().map(|r| r.cpu.others_cores).collect::<Vec<_>>())
+                        median(&mine.iter().map(|r| r.cpu.minor_faults as f64 / r.records as f64).collect::<Vec<_>>()),
+                        median(&mine.iter().map(|r| r.cpu.others_cores).collect::<Vec<_>>()),
+                        mine.first().map_or(0, |r| r.warmup_records),
+                        median(&mine.iter().map(|r| r.whole_rate).collect::<Vec<_>>()),
+                        median(&mine.iter().map(|r| r.whole_faults as f64 / (r.records + r.warmup_records) as f64).collect::<Vec<_>>()),
                     );
                 }
                 if label == "fallback" && !runs.is_empty() {

@@ -70,6 +70,7 @@ pub struct CpuUsage {
 }
 
 /// Starts a CPU measurement; [`CpuMeter::stop`] ends it.
+#[derive(Debug)]
 pub struct CpuMeter {
     start: std::time::Instant,
     self_cpu: f64,
