@@ -36,6 +36,7 @@ use clap::{Args, ValueEnum};
 
 use crate::models::serving::{ModelSource, Serving};
 use crate::operators::forecast::ForecastParams;
+use crate::operators::keyed::RELEASE_CHUNK;
 use cluster::{unique, ClusterSpec};
 use data::{BaseSeries, Dataset};
 use report::{E2eSection, EngineSection, ProfileSection, Report, SweepPoint};
@@ -240,14 +241,28 @@ pub fn run(a: &BenchArgs) -> Result<Report, BenchError> {
         tracing::info!("bench: profile");
         let data = base.generate(a.records, a.stations, 4);
         let runs: Vec<_> = (0..repeats)
-            .map(|_| profile::stages(&data, fallback_params(ModelSource::fallback_only()), Serving::default(), 8192))
+            .map(|_| {
+                profile::stages(
+                    &data,
+                    fallback_params(ModelSource::fallback_only()),
+                    Serving::default(),
+                    RELEASE_CHUNK,
+                )
+            })
             .collect();
         let mut section = ProfileSection::new(runs, r.engine.as_ref());
         if let Some(d) = &a.models {
             tracing::info!("bench: profile, trained models");
             let served = store::for_generated_stations(d, &base, a.stations, &work).map_err(|e| part_err("profile")(e.to_string()))?;
             let runs: Vec<_> = (0..repeats)
-                .map(|_| profile::stages(&data, fallback_params(ModelSource::fallback_only()), store::serving(&served), 8192))
+                .map(|_| {
+                    profile::stages(
+                        &data,
+                        fallback_params(ModelSource::fallback_only()),
+                        store::serving(&served),
+                        RELEASE_CHUNK,
+                    )
+                })
                 .collect();
             let _ = std::fs::remove_dir_all(&served);
             section = section.with_trained(runs, r.engine.as_ref());

@@ -1,5 +1,8 @@
 //! Where the time goes: every stage of the inference path timed in isolation on one thread, on
-//! the same records, chunk by chunk (each stage consumes the previous stage's outputs).
+//! the same records, chunk by chunk (each stage consumes the previous stage's outputs; the bench
+//! uses chunks of [`RELEASE_CHUNK`](crate::operators::keyed::RELEASE_CHUNK) records, what the
+//! keyed operators hand downstream at once, so that the stages find their inputs in cache as
+//! they do in the dataflow).
 //!
 //! ```text
 //!   payload ──parse──> Accepted ──forecast──> Forecasted ──score+assemble──> Outcome ──encode──> OutRecord
@@ -44,7 +47,9 @@ pub struct StageTimes {
     pub encode_us: f64,
     /// bincode out and back of an `Epoched<Accepted>` (exchange to the forecast operator).
     pub exchange_accepted_us: f64,
-    /// bincode out and back of a `Forecasted` (exchange to the anomaly operator).
+    /// bincode out and back of a `Forecasted`: what it would cost to exchange forecasts to the
+    /// anomaly operator, which no record pays (that operator scores each forecast on the worker
+    /// that made it, through a pipeline).
     pub exchange_forecasted_us: f64,
     /// bincode out and back of an `OutRecord` (exchange to the sink's writer).
     pub exchange_out_us: f64,
@@ -56,9 +61,10 @@ impl StageTimes {
         self.parse_us + self.forecast_us + self.anomaly_us + self.encode_us
     }
 
-    /// Sum of the serialisation costs of the three exchanges between processes.
+    /// Sum of the serialisation costs of the two exchanges a record can cross between processes
+    /// (to the forecast operator's worker, to the sink's writer).
     pub fn exchange_us(&self) -> f64 {
-        self.exchange_accepted_us + self.exchange_forecasted_us + self.exchange_out_us
+        self.exchange_accepted_us + self.exchange_out_us
     }
 }
 

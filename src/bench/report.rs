@@ -484,8 +484,8 @@ impl Report {
             let _ =
                 writeln!(
                 o,
-                "exchange serialisation between processes (bincode out+back, paid only by records that cross processes): accepted {:.2} | forecasted {:.2} (never crosses: same key as the forecast exchange) | output {:.2}",
-                s.exchange_accepted_us, s.exchange_forecasted_us, s.exchange_out_us
+                "exchange serialisation between processes (bincode out+back, paid only by records that cross processes): accepted {:.2} | output {:.2} | (forecasted {:.2}: never exchanged, scored on the worker that forecast it)",
+                s.exchange_accepted_us, s.exchange_out_us, s.exchange_forecasted_us
             );
         }
         if let Some(e) = &self.e2e {

@@ -1,9 +1,13 @@
 //! `ScoreAnomalies`: per-station anomaly score, flag and reasons; completes the prediction.
 //!
 //! ```text
-//!   Forecasted::Made ──exchange(station)──> [ per station: anomaly statistics ] ──> Outcome::Predicted
-//!   Forecasted::Stale ─────────────────────────────────────────────────────────> Outcome::Stale
+//!   Forecasted::Made ──(pipeline: on the worker that forecast the station)──> [ per station: anomaly statistics ] ──> Outcome::Predicted
+//!   Forecasted::Stale ──────────────────────────────────────────────────────────────────────────────────────────> Outcome::Stale
 //! ```
+//!
+//! Its input is `ForecastTemperature`'s output, which already holds each station's records on
+//! the worker that owns the station, in input order, epoch after epoch; so records are scored as
+//! they arrive ([`per_station_in_order`]), with no exchange and no second wait for the frontier.
 //!
 //! The rules (see `crate::anomaly`) combine stateless plausibility checks with the station's own
 //! statistics and the forecaster's expectation for the window, so a spike is judged against what
@@ -18,7 +22,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use timely::dataflow::StreamVec;
 
-use super::keyed::{per_station, KeyedCheckpoint};
+use super::keyed::{per_station_in_order, KeyedCheckpoint};
 use super::{Forecast, Forecasted, Outcome};
 use crate::anomaly::rules::{self, AnomalyParams, Rules, StationAnomaly};
 use crate::anomaly::trained;
@@ -49,7 +53,7 @@ impl<'s> ScoreAnomalies<'s> for StreamVec<'s, u64, Forecasted> {
         ckpt: KeyedCheckpoint<StationAnomaly>,
     ) -> StreamVec<'s, u64, Outcome> {
         let rules = Rules::new(&params);
-        per_station(
+        per_station_in_order(
             self,
             OPERATOR_NAME,
             ckpt,

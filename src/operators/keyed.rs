@@ -24,7 +24,7 @@ use std::rc::Rc;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
@@ -159,10 +159,25 @@ fn station_states<S: Serialize>(states: &States<S>) -> String {
     serde_json::to_string(&v).unwrap_or_else(|_| "[]".into())
 }
 
+/// Most records a keyed operator applies in one activation before it yields (and asks to be
+/// scheduled again): the operators downstream then take this share of an epoch while it is
+/// still in cache, instead of the whole epoch after it has been written out to memory (an
+/// epoch's records in flight take some 5-6 KB each, outputs included: BENCHMARKS.md).
+pub const RELEASE_CHUNK: usize = 128;
+
+/// The epoch being released: its capability and its remaining records, last first.
+struct Releasing<D> {
+    cap: Capability<u64>,
+    /// Sorted by descending input position: the next record to apply is the last.
+    rest: Vec<D>,
+}
+
 /// Applies `logic` per station, in input order, with state created by `init` on first sight or
 /// restored from `ckpt`.
 ///
-/// `logic(state, record, out)` pushes zero or more outputs into `out`.
+/// `logic(state, record, out)` pushes zero or more outputs into `out`. A complete epoch is
+/// applied [`RELEASE_CHUNK`] records per activation; its capability is held until its last
+/// record is applied, and the next epoch starts only after it.
 pub fn per_station<'s, D, S, O, I, L>(
     stream: StreamVec<'s, u64, D>,
     name: &str,
@@ -177,9 +192,12 @@ where
     I: FnMut(&str) -> S + 'static,
     L: FnMut(&mut S, D, &mut Vec<O>) + 'static,
 {
+    let scope = stream.scope();
     let exchange = Exchange::new(|d: &D| station_hash(d.station()));
-    stream.unary_frontier::<CapacityContainerBuilder<Vec<O>>, _, _, _>(exchange, name, move |_cap, _info| {
+    stream.unary_frontier::<CapacityContainerBuilder<Vec<O>>, _, _, _>(exchange, name, move |_cap, info| {
+        let activator = scope.activator_for(info.address);
         let mut pending: BTreeMap<u64, (Capability<u64>, Vec<D>)> = BTreeMap::new();
+        let mut releasing: Option<Releasing<D>> = None;
         let mut states: States<S> = ckpt.restored.into_iter().collect();
         let mut snaps = BoundarySnapshots::new(ckpt.book, ckpt.every);
         let mut out: Vec<O> = Vec::new();
@@ -197,31 +215,250 @@ where
                     slot.1.append(batch);
                 }
             });
-            // Epochs are totally ordered: release complete ones from the oldest.
-            while let Some(entry) = pending.first_entry() {
-                if frontier.less_equal(entry.key()) {
-                    break;
+            let mut budget = RELEASE_CHUNK;
+            loop {
+                if releasing.is_none() {
+                    // Epochs are totally ordered: start the oldest once it is complete.
+                    let Some(entry) = pending.first_entry() else { break };
+                    if frontier.less_equal(entry.key()) {
+                        break;
+                    }
+                    let time = *entry.key();
+                    snaps.take(Some(time), || station_states(&states));
+                    let (cap, mut rest) = entry.remove();
+                    rest.sort_by_key(|r| std::cmp::Reverse(r.position()));
+                    releasing = Some(Releasing { cap, rest });
                 }
-                let time = *entry.key();
-                snaps.take(Some(time), || station_states(&states));
-                let (cap, mut records) = entry.remove();
-                records.sort_by_key(|r| r.position());
-                let mut session = output.session(&cap);
-                for r in records {
-                    let state = match states.get_mut(r.station()) {
+                let Some(r) = releasing.as_mut() else { break };
+                let mut session = output.session(&r.cap);
+                while budget > 0 {
+                    let Some(record) = r.rest.pop() else { break };
+                    budget -= 1;
+                    let state = match states.get_mut(record.station()) {
                         Some(s) => s,
                         None => {
-                            let fresh = init(r.station());
-                            states.entry(r.station().to_string()).or_insert(fresh)
+                            let fresh = init(record.station());
+                            states.entry(record.station().to_string()).or_insert(fresh)
                         }
                     };
-                    logic(state, r, &mut out);
+                    logic(state, record, &mut out);
                     session.give_iterator(out.drain(..));
                 }
+                drop(session);
                 snaps.mark_dirty();
+                if !r.rest.is_empty() {
+                    // Out of budget mid-epoch: the rest in a later activation, after downstream.
+                    activator.activate();
+                    return;
+                }
+                releasing = None;
             }
             // Boundaries the frontier has passed with no epoch left to apply before them.
             snaps.take(frontier.frontier().iter().next().copied(), || station_states(&states));
         }
     })
+}
+
+/// Applies `logic` per station as records arrive, for a stream that already holds each
+/// station's records in input order on the worker that owns the station: the output of a
+/// [`per_station`] operator keyed the same way (records stay on their worker: no exchange, and no
+/// waiting for the frontier, since one upstream operator releases epochs whole and in order).
+///
+/// ```text
+///   per_station output @ e (in order) ──Pipeline──> logic(&mut state[station], record) ──> outputs @ e
+///   first record of an epoch after a checkpoint boundary B: snapshot(all states) ──> SnapshotBook[B]
+/// ```
+///
+/// The snapshot rule is [`per_station`]'s, read off the arrival order: every record of epochs
+/// `<= B` has arrived (and been applied) before the first record of an epoch `> B`.
+pub fn per_station_in_order<'s, D, S, O, I, L>(
+    stream: StreamVec<'s, u64, D>,
+    name: &str,
+    ckpt: KeyedCheckpoint<S>,
+    mut init: I,
+    mut logic: L,
+) -> StreamVec<'s, u64, O>
+where
+    D: StationRecord + 'static,
+    O: 'static,
+    S: Serialize + 'static,
+    I: FnMut(&str) -> S + 'static,
+    L: FnMut(&mut S, D, &mut Vec<O>) + 'static,
+{
+    stream.unary_frontier::<CapacityContainerBuilder<Vec<O>>, _, _, _>(Pipeline, name, move |_cap, info| {
+        let mut states: States<S> = ckpt.restored.into_iter().collect();
+        let mut snaps = BoundarySnapshots::new(ckpt.book, ckpt.every);
+        let mut out: Vec<O> = Vec::new();
+        let mut newest = 0u64;
+        move |(input, frontier), output| {
+            input.for_each_stamp(|cap, data| {
+                let Some(time) = cap.least().copied() else { return };
+                if time < newest {
+                    // Not the stream this operator is for; its checkpoints could mix epochs.
+                    tracing::error!(operator = ?info.address, time, newest, "records arrived out of epoch order");
+                }
+                newest = newest.max(time);
+                snaps.take(Some(time), || station_states(&states));
+                let mut session = output.session(&cap);
+                for batch in data {
+                    for record in batch.drain(..) {
+                        let state = match states.get_mut(record.station()) {
+                            Some(s) => s,
+                            None => {
+                                let fresh = init(record.station());
+                                states.entry(record.station().to_string()).or_insert(fresh)
+                            }
+                        };
+                        logic(state, record, &mut out);
+                        session.give_iterator(out.drain(..));
+                    }
+                }
+                snaps.mark_dirty();
+            });
+            snaps.take(frontier.frontier().iter().next().copied(), || station_states(&states));
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+    use timely::dataflow::operators::capture::{Capture, Extract};
+    use timely::dataflow::operators::vec::Input;
+    use timely::dataflow::operators::Probe;
+
+    #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct R {
+        station: String,
+        offset: i64,
+    }
+
+    impl StationRecord for R {
+        fn station(&self) -> &str {
+            &self.station
+        }
+        fn position(&self) -> (i32, i64) {
+            (0, self.offset)
+        }
+    }
+
+    type Seen = BTreeMap<String, Vec<i64>>;
+
+    /// The states of a book's snapshot at `boundary`.
+    fn snapshot(book: &Rc<RefCell<SnapshotBook>>, boundary: u64) -> Option<Seen> {
+        let raw = book.borrow().at(boundary)?;
+        Some(
+            serde_json::from_str::<Vec<(String, Vec<i64>)>>(raw.get())
+                .unwrap()
+                .into_iter()
+                .collect(),
+        )
+    }
+
+    /// Epochs of 1,300, 700 and 9 records (more than one release chunk), fed in reverse order,
+    /// through a `per_station` operator and a `per_station_in_order` one after it, each keeping
+    /// the offsets it applied per station; snapshots at every epoch.
+    #[test]
+    fn chunked_release_and_in_order_scoring_keep_input_order_and_snapshot_whole_epochs() {
+        let epochs: Vec<Vec<R>> = [(0, 1300), (1300, 2000), (2000, 2009)]
+            .iter()
+            .map(|&(a, b)| {
+                (a..b)
+                    .map(|o| R {
+                        station: format!("s{}", o % 3),
+                        offset: o,
+                    })
+                    .collect()
+            })
+            .collect();
+        let outputs = Arc::new(Mutex::new(None));
+        let captured = outputs.clone();
+        let data = epochs.clone();
+        timely::execute_directly(move |worker| {
+            let books = [
+                Rc::new(RefCell::new(SnapshotBook::default())),
+                Rc::new(RefCell::new(SnapshotBook::default())),
+            ];
+            let (first, second) = (books[0].clone(), books[1].clone());
+            let ckpt = |book: &Rc<RefCell<SnapshotBook>>| KeyedCheckpoint::<Vec<i64>> {
+                restored: Vec::new(),
+                book: Some(book.clone()),
+                every: 1,
+            };
+            let (mut input, probe, rx) = worker.dataflow::<u64, _, _>(|scope| {
+                let (input, stream) = scope.new_input::<R>();
+                let applied = per_station(
+                    stream,
+                    "first",
+                    ckpt(&first),
+                    |_| Vec::new(),
+                    |seen: &mut Vec<i64>, r: R, out| {
+                        seen.push(r.offset);
+                        out.push(r);
+                    },
+                );
+                let scored = per_station_in_order(
+                    applied,
+                    "second",
+                    ckpt(&second),
+                    |_| Vec::new(),
+                    |seen: &mut Vec<i64>, r: R, out| {
+                        seen.push(r.offset);
+                        out.push(r.offset);
+                    },
+                );
+                let (probe, scored) = scored.probe();
+                (input, probe, scored.capture())
+            });
+            for (e, records) in data.iter().enumerate() {
+                for r in records.iter().rev() {
+                    input.send(r.clone());
+                }
+                input.advance_to(e as u64 + 1);
+                while probe.less_than(&(e as u64 + 1)) {
+                    worker.step();
+                }
+            }
+            input.close();
+            while !probe.done() {
+                worker.step();
+            }
+            let snaps: Vec<Vec<Option<Seen>>> = books
+                .iter()
+                .map(|b| [1, 2, FINAL_EPOCH].iter().map(|&at| snapshot(b, at)).collect())
+                .collect();
+            *captured.lock().unwrap() = Some((rx, snaps));
+        });
+        let (rx, snaps) = outputs.lock().unwrap().take().unwrap();
+        let out: Vec<(u64, Vec<i64>)> = rx.extract();
+        // Every record once, at its own epoch, in input order within the epoch.
+        for (e, records) in epochs.iter().enumerate() {
+            let got = out.iter().find(|(t, _)| *t == e as u64).map(|(_, v)| v.clone()).unwrap_or_default();
+            assert_eq!(got, records.iter().map(|r| r.offset).collect::<Vec<_>>(), "epoch {e}");
+        }
+        // A snapshot at boundary b holds exactly the records of epochs <= b, in both operators.
+        let upto = |b: usize| -> Seen {
+            let mut m = Seen::new();
+            for r in epochs[..=b].iter().flatten() {
+                m.entry(r.station.clone()).or_default().push(r.offset);
+            }
+            m
+        };
+        let sizes = |s: Option<&Seen>| s.map(|m| m.values().map(Vec::len).collect::<Vec<_>>());
+        for (operator, at) in ["per_station", "per_station_in_order"].iter().zip(&snaps) {
+            for (got, (want, name)) in at
+                .iter()
+                .zip([(upto(1), "boundary 1"), (upto(2), "boundary 2"), (upto(2), "final")])
+            {
+                assert!(
+                    got.as_ref() == Some(&want),
+                    "{operator}, {name}: records per station {:?}, expected {:?}",
+                    sizes(got.as_ref()),
+                    sizes(Some(&want))
+                );
+            }
+        }
+    }
 }
