@@ -5,7 +5,10 @@
 //! ```text
 //!   records @ e ──Exchange(fnv1a(station))──> buffer[e] ──(frontier > e)──> sort by (partition, offset)
 //!                                                                         └─> logic(&mut state[station], record) ──> outputs @ e
+//!                                                                             (RELEASE_CHUNK records per activation)
 //!   before the first epoch after a checkpoint boundary B is applied: snapshot(all states) ──> SnapshotBook[B]
+//!
+//!   per_station output ──Pipeline──> per_station_in_order: logic(&mut state2[station], output) as it arrives
 //! ```
 //!
 //! Waiting for the frontier makes each epoch's effect on the state complete and deterministic:
