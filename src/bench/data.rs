@@ -154,12 +154,18 @@ impl Dataset {
     }
 }
 
+/// The repository's NYC series, for tests.
+#[cfg(test)]
+pub(crate) fn nyc_for_tests() -> BaseSeries {
+    BaseSeries::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/data/features/nyc_2013.jsonl"))).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn base() -> BaseSeries {
-        BaseSeries::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/data/features/nyc_2013.jsonl"))).unwrap()
+        nyc_for_tests()
     }
 
     #[test]

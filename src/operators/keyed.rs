@@ -162,10 +162,29 @@ fn station_states<S: Serialize>(states: &States<S>) -> String {
     serde_json::to_string(&v).unwrap_or_else(|_| "[]".into())
 }
 
+/// Applies `logic` to `record` and its station's state, created by `init` on first sight (one
+/// lookup for a known station; the id is copied only for a new one).
+fn apply<D: StationRecord, S, O>(
+    states: &mut States<S>,
+    record: D,
+    init: &mut impl FnMut(&str) -> S,
+    logic: &mut impl FnMut(&mut S, D, &mut Vec<O>),
+    out: &mut Vec<O>,
+) {
+    let state = match states.get_mut(record.station()) {
+        Some(s) => s,
+        None => {
+            let fresh = init(record.station());
+            states.entry(record.station().to_string()).or_insert(fresh)
+        }
+    };
+    logic(state, record, out);
+}
+
 /// Most records a keyed operator applies in one activation before it yields (and asks to be
 /// scheduled again): the operators downstream then take this share of an epoch while it is
 /// still in cache, instead of the whole epoch after it has been written out to memory (an
-/// epoch's records in flight take some 5-6 KB each, outputs included: BENCHMARKS.md).
+/// epoch's records in flight take about 5 KB each, outputs included: BENCHMARKS.md).
 pub const RELEASE_CHUNK: usize = 128;
 
 /// The epoch being released: its capability and its remaining records, last first.
@@ -237,14 +256,7 @@ where
                 while budget > 0 {
                     let Some(record) = r.rest.pop() else { break };
                     budget -= 1;
-                    let state = match states.get_mut(record.station()) {
-                        Some(s) => s,
-                        None => {
-                            let fresh = init(record.station());
-                            states.entry(record.station().to_string()).or_insert(fresh)
-                        }
-                    };
-                    logic(state, record, &mut out);
+                    apply(&mut states, record, &mut init, &mut logic, &mut out);
                     session.give_iterator(out.drain(..));
                 }
                 drop(session);
@@ -305,14 +317,7 @@ where
                 let mut session = output.session(&cap);
                 for batch in data {
                     for record in batch.drain(..) {
-                        let state = match states.get_mut(record.station()) {
-                            Some(s) => s,
-                            None => {
-                                let fresh = init(record.station());
-                                states.entry(record.station().to_string()).or_insert(fresh)
-                            }
-                        };
-                        logic(state, record, &mut out);
+                        apply(&mut states, record, &mut init, &mut logic, &mut out);
                         session.give_iterator(out.drain(..));
                     }
                 }
