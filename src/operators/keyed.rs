@@ -163,7 +163,9 @@ fn station_states<S: Serialize>(states: &States<S>) -> String {
 }
 
 /// Applies `logic` to `record` and its station's state, created by `init` on first sight (one
-/// lookup for a known station; the id is copied only for a new one).
+/// lookup for a known station; the id is copied only for a new one). Inlined into the operators'
+/// loops, as the code it replaced was.
+#[inline(always)]
 fn apply<D: StationRecord, S, O>(
     states: &mut States<S>,
     record: D,
