@@ -327,6 +327,8 @@ pub struct Prediction {
     pub station_id: String,
     #[serde(serialize_with = "crate::utc_json::serialize")]
     pub window_end: DateTime<Utc>,
+    /// When the prediction was completed: the wall-clock time its batch (at most one release
+    /// chunk, 128 records) was taken up by the anomaly scorer.
     #[serde(serialize_with = "crate::utc_json::serialize")]
     pub issued_at: DateTime<Utc>,
     pub model: ModelNames,

@@ -348,10 +348,13 @@ pub struct ModelVerdict {
 }
 
 impl ModelVerdict {
-    /// Names a verdict.
+    /// Names a verdict. The name's buffer has room for the rules' name after it, which is how
+    /// the prediction names the two (`<model>+rules/v1`, appended without growing the buffer).
     pub fn new(model: &str, v: Verdict) -> Self {
+        let mut name = String::with_capacity(model.len() + 1 + super::rules::NAME.len());
+        name.push_str(model);
         ModelVerdict {
-            model: model.to_string(),
+            model: name,
             score: v.score,
             reasons: v.reasons,
         }

@@ -67,7 +67,13 @@ impl Sequential {
         let Some(state) = self.anomaly.get_mut(&f.record.station_id) else {
             unreachable!("inserted above")
         };
-        Outcome::Predicted(crate::operators::anomaly::complete(state, &self.rules, f, self.params.interval))
+        Outcome::Predicted(crate::operators::anomaly::complete(
+            state,
+            &self.rules,
+            f,
+            self.params.interval,
+            chrono::Utc::now(),
+        ))
     }
 }
 

@@ -19,7 +19,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use timely::dataflow::StreamVec;
 
 use super::keyed::{per_station_in_order, KeyedCheckpoint};
@@ -58,11 +58,11 @@ impl<'s> ScoreAnomalies<'s> for StreamVec<'s, u64, Forecasted> {
             OPERATOR_NAME,
             ckpt,
             move |_station| StationAnomaly::new(),
-            move |state: &mut StationAnomaly, f: Forecasted, out: &mut Vec<Outcome>| {
+            move |state: &mut StationAnomaly, f: Forecasted, now: DateTime<Utc>, out: &mut Vec<Outcome>| {
                 out.push(match f {
                     Forecasted::Stale(s) => Outcome::Stale(s),
                     Forecasted::Made(f) => {
-                        let p = complete(state, &rules, f, interval);
+                        let p = complete(state, &rules, f, interval, now);
                         if p.anomaly.is_anomaly {
                             metrics.anomalies.fetch_add(1, Ordering::Relaxed);
                         }
@@ -74,15 +74,16 @@ impl<'s> ScoreAnomalies<'s> for StreamVec<'s, u64, Forecasted> {
     }
 }
 
-/// Scores a forecast against the station's anomaly state and completes its prediction: the
-/// per-record step of `ScoreAnomalies`, also driven without timely (the benchmark's sequential model).
-pub fn complete(state: &mut StationAnomaly, rules: &Rules, f: Forecast, interval: f64) -> Prediction {
+/// Scores a forecast against the station's anomaly state and completes its prediction, issued
+/// at `issued_at`: the per-record step of `ScoreAnomalies`, also driven without timely (the
+/// benchmark's sequential model).
+pub fn complete(state: &mut StationAnomaly, rules: &Rules, f: Forecast, interval: f64, issued_at: DateTime<Utc>) -> Prediction {
     let anomaly = trained::combine(state.assess(rules, &f.record, f.expected), f.anomaly_verdict.as_ref());
     Prediction {
         observed_temperature: f.record.temperature_mean,
         station_id: f.record.station_id,
         window_end: f.record.window_end,
-        issued_at: Utc::now(),
+        issued_at,
         model: ModelNames {
             forecast: f.model,
             // `<model>+rules/v1`, appended to the verdict's own string (no `format!` per record).
