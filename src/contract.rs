@@ -120,15 +120,16 @@ pub const MAX_STATION_ID: usize = 64;
 const MAX_WINDOW_HOURS: i64 = 24;
 
 impl FeatureRecord {
-    /// Parses and validates one message payload. Never panics.
+    /// Parses and validates one message payload. Never panics. The plain form of the record is
+    /// read by [`feature_json::read`](crate::feature_json::read); anything else by serde_json,
+    /// which decides what is refused and why (the values are the same either way).
     pub fn parse(bytes: &[u8]) -> Result<FeatureRecord, Rejection> {
-        match serde_json::from_slice::<FeatureRecord>(bytes) {
-            Ok(record) => {
-                record.validate()?;
-                Ok(record)
-            }
-            Err(err) => Err(explain_parse_error(bytes, &err)),
-        }
+        let record = match crate::feature_json::read(bytes) {
+            Some(record) => record,
+            None => serde_json::from_slice::<FeatureRecord>(bytes).map_err(|err| explain_parse_error(bytes, &err))?,
+        };
+        record.validate()?;
+        Ok(record)
     }
 
     /// Checks the record's physics and invariants (see the module doc for what is refused).

@@ -16,6 +16,7 @@ pub mod contract;
 pub mod dataflows;
 pub mod demo;
 pub mod exchange;
+pub mod feature_json;
 pub mod features;
 pub mod forecast;
 pub mod kafka;

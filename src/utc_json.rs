@@ -78,7 +78,13 @@ pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Err
 
 /// Parses `YYYY-MM-DDTHH:MM:SSZ` exactly; `None` for every other string (left to chrono).
 pub fn parse_fast(s: &str) -> Option<DateTime<Utc>> {
-    let b: &[u8; 20] = s.as_bytes().try_into().ok()?;
+    parse_fast_bytes(s.as_bytes())
+}
+
+/// [`parse_fast`] of a string's bytes (anything but the ASCII form is `None`, so they need not
+/// have been checked as UTF-8).
+pub fn parse_fast_bytes(b: &[u8]) -> Option<DateTime<Utc>> {
+    let b: &[u8; 20] = b.try_into().ok()?;
     if b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' || b[19] != b'Z' {
         return None;
     }

@@ -71,6 +71,11 @@ impl EngineSection {
         median(&self.serde.iter().map(|s| s.rate).collect::<Vec<_>>())
     }
 
+    /// Median codec-limit rate (the dataflow's own reader instead of serde_json's), records/s.
+    pub fn codec_rate(&self) -> f64 {
+        median(&self.serde.iter().map(|s| s.codec_rate).collect::<Vec<_>>())
+    }
+
     /// Median records per CPU-second of this process on `workers` workers.
     pub fn per_cpu(runs: &[EngineRun], workers: usize) -> f64 {
         median(
@@ -405,6 +410,15 @@ impl Report {
                     s.output_bytes as f64 / n
                 );
             }
+            let _ = writeln!(
+                o,
+                "codec limit (the dataflow's own reader, feature_json, instead of serde_json; 1 thread): {:>9.0} rec/s  runs: {}",
+                e.codec_rate(),
+                list(e.serde.iter().map(|s| s.codec_rate))
+            );
+            if let Some(s) = e.serde.first() {
+                let _ = writeln!(o, "   read {:.2} us/rec", s.read_seconds * 1e6 / s.records as f64);
+            }
             for (label, runs) in [("fallback", &e.fallback), ("trained", &e.trained)] {
                 let mut ws: Vec<usize> = runs.iter().map(|r| r.workers).collect();
                 ws.sort();
@@ -414,8 +428,9 @@ impl Report {
                     let mine: Vec<&EngineRun> = runs.iter().filter(|r| r.workers == w).collect();
                     let _ = writeln!(
                         o,
-                        "engine {label}, {w} worker(s): {rate:>9.0} rec/s  = {:.2} x serde limit  runs: {}  | {:.0} rec per CPU-s, {:.3} page faults/rec, other processes used {:.2} cores | whole run (start and warm-up of {} records included): {:.0} rec/s, {:.3} page faults/rec",
+                        "engine {label}, {w} worker(s): {rate:>9.0} rec/s  = {:.2} x serde limit ({:.2} x codec limit)  runs: {}  | {:.0} rec per CPU-s, {:.3} page faults/rec, other processes used {:.2} cores | whole run (start and warm-up of {} records included): {:.0} rec/s, {:.3} page faults/rec",
                         rate / e.serde_rate(),
+                        rate / e.codec_rate(),
                         list(mine.iter().map(|r| r.rate)),
                         EngineSection::per_cpu(runs, w),
                         median(&mine.iter().map(|r| r.cpu.minor_faults as f64 / r.records as f64).collect::<Vec<_>>()),
