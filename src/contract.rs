@@ -200,6 +200,34 @@ impl FeatureRecord {
         Ok(())
     }
 
+    /// A record from its parts, the nine numbers in the order of [`numeric_fields`](Self::numeric_fields)
+    /// (the readers that do not go through serde's derive build it this way).
+    pub fn from_parts(
+        station_id: String,
+        window_start: Option<DateTime<Utc>>,
+        window_end: DateTime<Utc>,
+        count: u64,
+        numbers: [Option<f64>; 9],
+    ) -> FeatureRecord {
+        let [temperature_mean, temperature_min, temperature_max, temperature_std, humidity_mean, pressure_mean, wind_speed_mean, wind_speed_max, precipitation_sum] =
+            numbers;
+        FeatureRecord {
+            station_id,
+            window_start,
+            window_end,
+            count,
+            temperature_mean,
+            temperature_min,
+            temperature_max,
+            temperature_std,
+            humidity_mean,
+            pressure_mean,
+            wind_speed_mean,
+            wind_speed_max,
+            precipitation_sum,
+        }
+    }
+
     /// The nine optional numeric fields, by contract name.
     pub fn numeric_fields(&self) -> [(&'static str, Option<f64>); 9] {
         [

@@ -69,7 +69,7 @@ pub mod record {
         window_start: Option<Instant>,
         window_end: Instant,
         count: u64,
-        /// temperature mean, min, max, std; humidity; pressure; wind mean, max; precipitation.
+        /// In the order of `FeatureRecord::numeric_fields`.
         values: [Option<f64>; 9],
     }
 
@@ -83,17 +83,7 @@ pub mod record {
             window_start: r.window_start.as_ref().map(instant),
             window_end: instant(&r.window_end),
             count: r.count,
-            values: [
-                r.temperature_mean,
-                r.temperature_min,
-                r.temperature_max,
-                r.temperature_std,
-                r.humidity_mean,
-                r.pressure_mean,
-                r.wind_speed_mean,
-                r.wind_speed_max,
-                r.precipitation_sum,
-            ],
+            values: r.numeric_fields().map(|(_, v)| v),
         }
         .serialize(s)
     }
@@ -104,23 +94,13 @@ pub mod record {
             return FeatureRecord::deserialize(d).map(Box::new);
         }
         let b = Binary::deserialize(d)?;
-        let [temperature_mean, temperature_min, temperature_max, temperature_std, humidity_mean, pressure_mean, wind_speed_mean, wind_speed_max, precipitation_sum] =
-            b.values;
-        Ok(Box::new(FeatureRecord {
-            station_id: b.station_id,
-            window_start: b.window_start.map(from_instant).transpose()?,
-            window_end: from_instant(b.window_end)?,
-            count: b.count,
-            temperature_mean,
-            temperature_min,
-            temperature_max,
-            temperature_std,
-            humidity_mean,
-            pressure_mean,
-            wind_speed_mean,
-            wind_speed_max,
-            precipitation_sum,
-        }))
+        Ok(Box::new(FeatureRecord::from_parts(
+            b.station_id,
+            b.window_start.map(from_instant).transpose()?,
+            from_instant(b.window_end)?,
+            b.count,
+            b.values,
+        )))
     }
 }
 

@@ -84,23 +84,13 @@ pub fn read(bytes: &[u8]) -> Option<FeatureRecord> {
     if c.i != bytes.len() {
         return None;
     }
-    let [temperature_mean, temperature_min, temperature_max, temperature_std, humidity_mean, pressure_mean, wind_speed_mean, wind_speed_max, precipitation_sum] =
-        numbers;
-    Some(FeatureRecord {
-        station_id: station_id?.to_owned(),
+    Some(FeatureRecord::from_parts(
+        station_id?.to_owned(),
         window_start,
-        window_end: window_end?,
-        count: count?,
-        temperature_mean,
-        temperature_min,
-        temperature_max,
-        temperature_std,
-        humidity_mean,
-        pressure_mean,
-        wind_speed_mean,
-        wind_speed_max,
-        precipitation_sum,
-    })
+        window_end?,
+        count?,
+        numbers,
+    ))
 }
 
 /// The contract's fields, quoted, in the struct's order (numbers from index 4).
