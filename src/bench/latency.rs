@@ -48,6 +48,9 @@ pub struct LatencyOptions {
     pub producer_linger_ms: u64,
     /// `compression.type` of the generator's producer (the upstream writer's choice).
     pub input_compression: String,
+    /// The generator's producer is idempotent, as weatherflow's sink is (off: a plain producer
+    /// with at most 5 requests in flight; see `generate`).
+    pub idempotent_input: bool,
 }
 
 /// Acknowledgement time (µs) and the prediction's own timestamp (ms: when the sink handed it to the
@@ -428,6 +431,18 @@ fn generate(
     let mut opts = s.producer_options();
     opts.insert("linger.ms".into(), load.producer_linger_ms.to_string());
     opts.insert("compression.type".into(), load.input_compression.clone());
+    // The generator stands in for the upstream writer and shares this process and the two cores
+    // with weatherflow. An idempotent producer of librdkafka 2.12.1 sends one produce request per
+    // partition at a time (it compares its count of messages in flight with the limit of 5
+    // requests) and, while that request is unanswered and more records have waited longer than
+    // linger.ms, its broker thread polls without sleeping. Once the test broker answers slower
+    // than linger.ms, that spin took up to a core here and the runs ran away (BENCHMARKS.md).
+    // A plain producer (5 requests in flight, so order holds unless a request is retried) waits
+    // instead; weatherflow's sink stays idempotent.
+    if !load.idempotent_input {
+        opts.insert("enable.idempotence".into(), "false".into());
+        opts.insert("max.in.flight.requests.per.connection".into(), "5".into());
+    }
     let p: BaseProducer<SentLog> = kafka::client_config(&s.kafka.brokers, &opts)
         .create_with_context(SentLog::with_capacity(expected + expected / 4))
         .map_err(|e| e.to_string())?;

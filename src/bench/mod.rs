@@ -159,6 +159,12 @@ pub struct BenchArgs {
     /// linger.ms of the latency runs' load generator (librdkafka's default is 5).
     #[arg(long, default_value_t = 5)]
     pub latency_producer_linger_ms: u64,
+    /// Make the latency runs' load generator an idempotent producer, as weatherflow's sink is
+    /// (default: a plain one; librdkafka's idempotent producer polls without sleeping while a
+    /// request is unanswered for longer than linger.ms, which took up to a core of this process
+    /// once the test broker slowed: BENCHMARKS.md).
+    #[arg(long)]
+    pub latency_idempotent_input: bool,
     /// compression.type of the feature records' producer (the e2e prefill, the latency load
     /// generator), the upstream writer's choice. Uncompressed by default: with librdkafka's
     /// default fetch backoffs, reading lz4-compressed input from the test broker was capped near
@@ -283,6 +289,7 @@ pub fn run(a: &BenchArgs) -> Result<Report, BenchError> {
             visible: a.latency_visible,
             producer_linger_ms: a.latency_producer_linger_ms,
             input_compression: a.input_compression.clone(),
+            idempotent_input: a.latency_idempotent_input,
         };
         for rep in 0..repeats.min(2) {
             tracing::info!(rate, "bench: latency, the broker alone");

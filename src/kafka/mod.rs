@@ -10,6 +10,7 @@
 //! acknowledged every output of the records before them, so they never run ahead of the outputs.
 
 pub mod assign;
+pub mod pacing;
 pub mod sink;
 pub mod source;
 

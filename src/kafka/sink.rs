@@ -22,7 +22,7 @@
 //! own retries do not duplicate.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -40,6 +40,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
 use super::assign::station_hash;
+use super::pacing::{Lane, Pacing, RECORD_OVERHEAD};
 use crate::metrics::Metrics;
 
 /// Header carrying a record's deterministic id.
@@ -171,6 +172,8 @@ pub type AckTap = std::sync::Arc<dyn Fn(&[u8], i64) + Send + Sync>;
 pub struct DeliveryContext {
     reports: Mutex<Vec<Delivery>>,
     tap: Option<AckTap>,
+    /// How the sink hands this producer its records (`super::pacing`).
+    pacing: Pacing,
 }
 
 impl ClientContext for DeliveryContext {}
@@ -229,15 +232,20 @@ impl ProducerContext for DeliveryContext {
 /// broker connection was up yet), unless a metadata response arrives first: so a metadata request
 /// is made here, and the id is requested as soon as the broker answers it. Without it the first
 /// outputs waited 0.5-1 s after the first input was read (BENCHMARKS.md).
+///
+/// The configured `linger.ms` becomes the sink's own (`super::pacing`): librdkafka keeps
+/// [`super::pacing::HANDOFF`], the time a group needs to leave as one request.
 pub fn delivery_producer(
     brokers: &str,
     options: &BTreeMap<String, String>,
     tap: Option<AckTap>,
 ) -> Result<BaseProducer<DeliveryContext>, super::KafkaIoError> {
-    let producer: BaseProducer<DeliveryContext> = super::client_config(brokers, options)
+    let (pacing, options) = Pacing::split(options);
+    let producer: BaseProducer<DeliveryContext> = super::client_config(brokers, &options)
         .create_with_context(DeliveryContext {
             reports: Mutex::new(Vec::new()),
             tap,
+            pacing,
         })
         .map_err(super::client_err("creating producer"))?;
     if let Err(e) = producer.client().fetch_metadata(None, Duration::from_secs(10)) {
@@ -329,6 +337,15 @@ struct Queued {
     not_before: Option<Instant>,
 }
 
+impl Queued {
+    /// What the record is counted for in its produce request (`super::pacing`).
+    fn bytes(&self, lineage: &str) -> usize {
+        let r = &self.record;
+        let headers: usize = r.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+        r.payload.len() + r.key.as_ref().map_or(0, Vec::len) + headers + ID_HEADER.len() + lineage.len() + 1 + r.id.len() + RECORD_OVERHEAD
+    }
+}
+
 impl<'s> KafkaSink<'s> for StreamVec<'s, u64, OutRecord> {
     fn kafka_sink(self, parts: SinkParts) -> StreamVec<'s, u64, ()> {
         let scope = self.scope();
@@ -341,7 +358,9 @@ impl<'s> KafkaSink<'s> for StreamVec<'s, u64, OutRecord> {
             // epoch -> (capability, records not yet acknowledged)
             let mut open: BTreeMap<u64, (Capability<u64>, usize)> = BTreeMap::new();
             let mut waiting: BTreeMap<u64, Vec<OutRecord>> = BTreeMap::new();
-            let mut backlog: VecDeque<Queued> = VecDeque::new();
+            // Released records, per output partition, in epoch order (`super::pacing`).
+            let pacing = producer.context().pacing;
+            let mut lanes: BTreeMap<(OutTopic, i32), Lane<Queued>> = BTreeMap::new();
             let mut failed: Vec<Queued> = Vec::new();
             let mut last_log = Instant::now() - Duration::from_secs(60);
             let mut id = String::new(); // the id header's value, reused
@@ -364,6 +383,7 @@ impl<'s> KafkaSink<'s> for StreamVec<'s, u64, OutRecord> {
                 // Epoch order per writer: an epoch's records go out once no earlier epoch can
                 // still bring records.
                 let lowest = frontier.frontier().iter().next().copied();
+                let now = Instant::now();
                 while let Some(e) = waiting.first_entry() {
                     if lowest.is_some_and(|l| l < *e.key()) {
                         break;
@@ -378,7 +398,9 @@ impl<'s> KafkaSink<'s> for StreamVec<'s, u64, OutRecord> {
                             continue;
                         }
                         let partition = topics.partition(&record);
-                        backlog.push_back(Queued { epoch, record, partition, attempts: 0, not_before: None });
+                        let q = Queued { epoch, record, partition, attempts: 0, not_before: None };
+                        let bytes = q.bytes(&lineage);
+                        lanes.entry((q.record.topic, partition)).or_default().push_back(q, bytes, now);
                     }
                 }
 
@@ -387,6 +409,9 @@ impl<'s> KafkaSink<'s> for StreamVec<'s, u64, OutRecord> {
                 // Consecutive acknowledgements of one epoch and partition are booked as one run.
                 let mut run: Option<AckRun> = None;
                 for d in reports {
+                    if let Some(lane) = lanes.get_mut(&(d.kind, d.partition)) {
+                        lane.delivered();
+                    }
                     match d.failed {
                         None => {
                             if let Some(e) = open.get_mut(&d.epoch) {
@@ -425,16 +450,27 @@ impl<'s> KafkaSink<'s> for StreamVec<'s, u64, OutRecord> {
                 // Failed deliveries go back to the front, in their original order, so a
                 // partition's records stay in epoch order.
                 for q in failed.drain(..).rev() {
-                    backlog.push_front(q);
+                    let bytes = q.bytes(&lineage);
+                    lanes.entry((q.record.topic, q.partition)).or_default().push_front(q, bytes, now);
                 }
 
+                // Each due partition hands librdkafka one group (`super::pacing`).
                 let now = Instant::now();
                 let mut sent = 0usize;
-                while let Some(mut q) = backlog.pop_front() {
-                    if q.not_before.is_some_and(|t| t > now) {
-                        backlog.push_front(q);
+                let mut queue_full = false;
+                for lane in lanes.values_mut() {
+                    if queue_full {
                         break;
                     }
+                    if !lane.due(&pacing, now) {
+                        continue;
+                    }
+                    let (mut taken, mut bytes) = (0usize, 0usize);
+                    while let Some((since, b, mut q)) = lane.next(&pacing, taken, bytes) {
+                        if q.not_before.is_some_and(|t| t > now) {
+                            lane.push_front(q, b, since);
+                            break;
+                        }
                     let mut headers = OwnedHeaders::new_with_capacity(q.record.headers.len() + 1);
                     id.clear();
                     id.push_str(&lineage);
@@ -449,32 +485,39 @@ impl<'s> KafkaSink<'s> for StreamVec<'s, u64, OutRecord> {
                     if let Some(k) = &q.record.key {
                         rec = rec.key(&k[..]);
                     }
-                    match producer.send(rec) {
-                        Ok(()) => sent += 1,
-                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                            backlog.push_front(q);
-                            break;
-                        }
-                        Err((e, _)) => {
-                            q.attempts += 1;
-                            metrics.delivery_retries.fetch_add(1, Ordering::Relaxed);
-                            if last_log.elapsed() > Duration::from_secs(5) {
-                                tracing::error!(worker, error = %e, attempts = q.attempts, "produce refused; will retry");
-                                last_log = Instant::now();
+                        match producer.send(rec) {
+                            Ok(()) => {
+                                lane.handed();
+                                sent += 1;
+                                taken += 1;
+                                bytes += b;
                             }
-                            q.not_before = Some(now + backoff(q.attempts));
-                            backlog.push_front(q);
-                            break;
+                            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                                lane.push_front(q, b, since);
+                                queue_full = true;
+                                break;
+                            }
+                            Err((e, _)) => {
+                                q.attempts += 1;
+                                metrics.delivery_retries.fetch_add(1, Ordering::Relaxed);
+                                if last_log.elapsed() > Duration::from_secs(5) {
+                                    tracing::error!(worker, error = %e, attempts = q.attempts, "produce refused; will retry");
+                                    last_log = Instant::now();
+                                }
+                                q.not_before = Some(now + backoff(q.attempts));
+                                lane.push_front(q, b, since);
+                                break;
+                            }
                         }
-                    }
-                    if sent % 1024 == 0 {
-                        producer.poll(Duration::ZERO);
+                        if sent % 1024 == 0 {
+                            producer.poll(Duration::ZERO);
+                        }
                     }
                 }
 
                 // Release every epoch that is closed at the input and fully acknowledged.
                 open.retain(|time, (_, outstanding)| *outstanding > 0 || frontier.less_equal(time));
-                if !open.is_empty() || !backlog.is_empty() {
+                if !open.is_empty() || lanes.values().any(|l| l.queued() > 0) {
                     activator.activate_after(Duration::from_millis(1));
                 }
             }
