@@ -29,7 +29,8 @@ use std::time::{Duration, Instant};
 /// hundred records take well under a millisecond) leaves as one request.
 pub const HANDOFF: Duration = Duration::from_millis(1);
 
-/// librdkafka's defaults for the limits of one produce request.
+/// librdkafka's defaults for the limits of one produce request (`batch.size` and
+/// `message.max.bytes` are both 1,000,000 by default).
 const DEFAULT_BATCH_SIZE: usize = 1_000_000;
 const DEFAULT_BATCH_RECORDS: usize = 10_000;
 
@@ -43,7 +44,7 @@ pub struct Pacing {
     /// How long the oldest queued record of an idle partition may wait for more (the configured
     /// `linger.ms`, less librdkafka's [`HANDOFF`]).
     pub linger: Duration,
-    /// Most bytes in one group (9/10 of `batch.size`).
+    /// Most bytes in one group (9/10 of `batch.size` or of `message.max.bytes`, the smaller).
     pub max_bytes: usize,
     /// Most records in one group (9/10 of `batch.num.messages`).
     pub max_records: usize,
@@ -59,7 +60,11 @@ impl Pacing {
         let linger_ms = read(&["linger.ms", "queue.buffering.max.ms"]).unwrap_or(5.0).max(0.0);
         let linger = Duration::from_secs_f64(linger_ms / 1000.0);
         let handoff = HANDOFF.min(linger);
-        let batch = read(&["batch.size"]).map(|v| v as usize).unwrap_or(DEFAULT_BATCH_SIZE);
+        // librdkafka fills a request up to the smaller of the two (`rdkafka_msgset_writer.c`).
+        let batch = read(&["batch.size"])
+            .map(|v| v as usize)
+            .unwrap_or(DEFAULT_BATCH_SIZE)
+            .min(read(&["message.max.bytes"]).map(|v| v as usize).unwrap_or(DEFAULT_BATCH_SIZE));
         let records = read(&["batch.num.messages"]).map(|v| v as usize).unwrap_or(DEFAULT_BATCH_RECORDS);
         let mut out = options.clone();
         out.remove("queue.buffering.max.ms");
@@ -188,6 +193,7 @@ mod tests {
         let (p, o) = Pacing::split(&BTreeMap::from([
             ("queue.buffering.max.ms".to_string(), "0.5".to_string()),
             ("batch.size".to_string(), "2000000".to_string()),
+            ("message.max.bytes".to_string(), "3000000".to_string()),
             ("batch.num.messages".to_string(), "100".to_string()),
         ]));
         assert_eq!(
@@ -200,6 +206,11 @@ mod tests {
         );
         assert_eq!(o["linger.ms"], "0.5");
         assert!(!o.contains_key("queue.buffering.max.ms"));
+        let (p, _) = Pacing::split(&BTreeMap::from([("batch.size".to_string(), "2000000".to_string())]));
+        assert_eq!(
+            p.max_bytes, 900_000,
+            "message.max.bytes (1,000,000 by default) bounds a request too"
+        );
         let (p, o) = Pacing::split(&BTreeMap::new());
         assert_eq!(p.linger, Duration::from_millis(4), "librdkafka's default linger is 5 ms");
         assert_eq!(o["linger.ms"], "1");
