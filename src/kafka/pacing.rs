@@ -51,13 +51,28 @@ pub struct Pacing {
 }
 
 impl Pacing {
+    /// Pacing for options librdkafka will refuse anyway (the producer is never created).
+    fn unpaced_linger() -> Pacing {
+        Pacing {
+            linger: Duration::ZERO,
+            max_bytes: DEFAULT_BATCH_SIZE / 10 * 9,
+            max_records: DEFAULT_BATCH_RECORDS / 10 * 9,
+        }
+    }
+
     /// Splits producer options into the sink's pacing and the options librdkafka gets: the
     /// configured `linger.ms` (or `queue.buffering.max.ms`) becomes the sink's, less
-    /// [`HANDOFF`], which librdkafka keeps. An unreadable number is left to librdkafka, which
-    /// refuses it with its own message when the producer is created.
+    /// [`HANDOFF`], which librdkafka keeps. A linger that is not a number is left as it is, for
+    /// librdkafka to refuse with its own message when the producer is created.
     pub fn split(options: &BTreeMap<String, String>) -> (Pacing, BTreeMap<String, String>) {
         let read = |keys: &[&str]| keys.iter().find_map(|k| options.get(*k)).and_then(|v| v.trim().parse::<f64>().ok());
-        let linger_ms = read(&["linger.ms", "queue.buffering.max.ms"]).unwrap_or(5.0).max(0.0);
+        let set = ["linger.ms", "queue.buffering.max.ms"].iter().find_map(|k| options.get(*k));
+        let linger_ms = match set.map(|v| v.trim().parse::<f64>()) {
+            None => 5.0,
+            Some(Ok(v)) if v.is_finite() => v.max(0.0),
+            // Not a number: librdkafka names it when the producer is created.
+            Some(_) => return (Pacing::unpaced_linger(), options.clone()),
+        };
         let linger = Duration::from_secs_f64(linger_ms / 1000.0);
         let handoff = HANDOFF.min(linger);
         // librdkafka fills a request up to the smaller of the two (`rdkafka_msgset_writer.c`).
@@ -214,6 +229,17 @@ mod tests {
         let (p, o) = Pacing::split(&BTreeMap::new());
         assert_eq!(p.linger, Duration::from_millis(4), "librdkafka's default linger is 5 ms");
         assert_eq!(o["linger.ms"], "1");
+        let (_, o) = Pacing::split(&BTreeMap::from([("linger.ms".to_string(), "soon".to_string())]));
+        assert_eq!(o["linger.ms"], "soon", "left for librdkafka to refuse");
+    }
+
+    #[test]
+    fn a_linger_that_is_not_a_number_is_refused_by_librdkafka() {
+        let opts = BTreeMap::from([("linger.ms".to_string(), "soon".to_string())]);
+        let e = crate::kafka::sink::delivery_producer("127.0.0.1:1", &opts, None)
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains("linger.ms"), "{e}");
     }
 
     #[test]
