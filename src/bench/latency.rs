@@ -436,7 +436,7 @@ fn generate(
     // partition at a time (it compares its count of messages in flight with the limit of 5
     // requests) and, while that request is unanswered and more records have waited longer than
     // linger.ms, its broker thread polls without sleeping. Once the test broker answers slower
-    // than linger.ms, that spin took up to a core here and the runs ran away (BENCHMARKS.md).
+    // than linger.ms, that spin took 0.25-0.40 cores per thread here and the runs ran away (BENCHMARKS.md).
     // A plain producer (5 requests in flight, so order holds unless a request is retried) waits
     // instead; weatherflow's sink stays idempotent.
     if !load.idempotent_input {

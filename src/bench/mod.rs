@@ -161,7 +161,7 @@ pub struct BenchArgs {
     pub latency_producer_linger_ms: u64,
     /// Make the latency runs' load generator an idempotent producer, as weatherflow's sink is
     /// (default: a plain one; librdkafka's idempotent producer polls without sleeping while a
-    /// request is unanswered for longer than linger.ms, which took up to a core of this process
+    /// request is unanswered for longer than linger.ms, which took 0.25-0.40 cores of this process
     /// once the test broker slowed: BENCHMARKS.md).
     #[arg(long)]
     pub latency_idempotent_input: bool,

@@ -455,7 +455,6 @@ impl<'s> KafkaSink<'s> for StreamVec<'s, u64, OutRecord> {
                 }
 
                 // Each due partition hands librdkafka one group (`super::pacing`).
-                let now = Instant::now();
                 let mut sent = 0usize;
                 let mut queue_full = false;
                 for lane in lanes.values_mut() {
